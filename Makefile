@@ -1,0 +1,44 @@
+# ASR Compression Lab. A new user types `make demo` or `make test`; both set everything up first.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+APT_PACKAGES := espeak-ng flite sox libsndfile1
+DEMO_DIR ?= data/demo
+
+.PHONY: setup apt venv demo test bench clean
+
+setup: apt venv
+
+# Debian packages the corpus synthesizer and audio I/O need; `apt-get update` once, only if one is missing.
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing apt packages:$$missing"; \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo"; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11) on PATH"; exit 1; }
+	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $@
+
+demo: setup
+	$(BIN)/asrlab corpus synth --size demo --out $(DEMO_DIR)
+	$(BIN)/asrlab corpus tokenizer $(DEMO_DIR) --vocab-size 256
+	$(BIN)/asrlab corpus features $(DEMO_DIR)
+	$(BIN)/asrlab corpus info $(DEMO_DIR)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python benchmarks/bench_data.py
+
+clean:
+	rm -rf $(VENV) lab data .pytest_cache
