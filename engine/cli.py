@@ -1,0 +1,184 @@
+"""``asrlab``: the lab's command line.
+
+Errors a user can fix (a bad folder, a corrupt file, an impossible setting) print one clear line
+naming the file or value at fault and exit with status 2; they never print a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="ASR Compression Lab: shrink streaming speech recognizers and see what it costs.")
+corpus_app = typer.Typer(no_args_is_help=True, help="Make, import and inspect speech corpora.")
+import_app = typer.Typer(no_args_is_help=True, help="Bring real data: LibriSpeech or lhotse manifests.")
+app.add_typer(corpus_app, name="corpus")
+corpus_app.add_typer(import_app, name="import")
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def _user_errors():
+    from engine.data.corpus import CorpusError
+    from engine.data.importers import CorpusImportError
+
+    return (CorpusError, CorpusImportError, FileExistsError, FileNotFoundError, ValueError)
+
+
+@corpus_app.command("synth")
+def corpus_synth(
+    out: Path = typer.Option(..., "--out", help="Folder to write the corpus into."),
+    size: str = typer.Option("demo", help="tiny (~200 utterances, for tests), demo (~3,000), "
+                                          "full (23,000; what benchmarks use)."),
+    seed: int = typer.Option(0, help="Fixes sentences, voices and corruption: same seed, same corpus."),
+    jobs: Optional[int] = typer.Option(None, help="Worker processes (default: all cores)."),
+    force: bool = typer.Option(False, help="Replace a corpus made with other settings."),
+    quiet: bool = typer.Option(False, help="No progress bar."),
+) -> None:
+    """Synthesize the built-in corpus with espeak-ng and flite (resumable: rerun to finish)."""
+    from engine.data.synth import synthesize
+
+    try:
+        meta = synthesize(out, size=size, seed=seed, jobs=jobs, progress=not quiet, force=force)
+    except _user_errors() as e:
+        _fail(str(e))
+    typer.echo(f"wrote {meta['utterances']} utterances to {Path(out).resolve()} "
+               f"in {meta['synthesis_seconds']:.1f} s")
+
+
+@corpus_app.command("info")
+def corpus_info(
+    corpus: Path = typer.Argument(..., help="Corpus folder."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Utterances, hours, voices and words per split, and overlap of each split with train."""
+    from engine.data.corpus import corpus_info as info
+
+    try:
+        data = info(corpus)
+    except _user_errors() as e:
+        _fail(str(e))
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{data['corpus']} ({data['kind']}"
+                        + (f", size {data['size']}, seed {data['seed']}" if data["size"] else "") + ")")
+    cols = ["split", "utts", "hours", "voices", "words", "vocab", "sents in train",
+            "voices in train", "OOV", "SNR dB"]
+    for c in cols:
+        table.add_column(c, justify="left" if c == "split" else "right", no_wrap=c == "split")
+    for split, s in data["splits"].items():
+        snr = s.get("snr_db")
+        table.add_row(split, str(s["utterances"]), f"{s['hours']:.2f}", str(s["voices"]),
+                      str(s["words"]), str(s["vocabulary"]), str(s["sentence_overlap_with_train"]),
+                      str(s["voice_overlap_with_train"]), f"{100 * s['oov_rate_vs_train']:.1f}%",
+                      f"{snr['min']:.0f}-{snr['max']:.0f}" if snr else "clean")
+    console = Console()
+    console.width = max(console.width, 110)
+    console.print(table)
+
+
+@corpus_app.command("tokenizer")
+def corpus_tokenizer(
+    corpus: Path = typer.Argument(..., help="Corpus folder."),
+    vocab_size: int = typer.Option(256, help="Number of tokens including <blk>, <sos/eos>, <unk>."),
+    model_type: str = typer.Option("unigram", help="unigram or bpe."),
+) -> None:
+    """Train a sentencepiece tokenizer on the train transcripts (blank = id 0, tokens.txt)."""
+    from engine.data.corpus import check_corpus, load_supervisions
+    from engine.data.tokenizer import tokenizer_dir, train_tokenizer
+
+    try:
+        check_corpus(corpus)
+        texts = [s.text for s in load_supervisions(corpus, "train")]
+        report = train_tokenizer(texts, tokenizer_dir(corpus, vocab_size, model_type),
+                                 vocab_size, model_type)
+    except _user_errors() as e:
+        _fail(str(e))
+    except RuntimeError as e:  # sentencepiece: e.g. a vocabulary too large for the text
+        _fail(f"{corpus}: sentencepiece could not train: {str(e).strip().splitlines()[-1]}")
+    typer.echo(f"tokenizer {report.path}: {report.vocab_size} tokens, "
+               f"{report.tokens_per_word:.2f} tokens per word on {report.sentences} train sentences")
+
+
+@corpus_app.command("features")
+def corpus_features(
+    corpus: Path = typer.Argument(..., help="Corpus folder."),
+    splits: Optional[list[str]] = typer.Option(None, "--split", help="Splits (default: all)."),
+    jobs: Optional[int] = typer.Option(None, help="Worker processes (default: all cores)."),
+) -> None:
+    """Precompute and cache 80-dim fbank features and the train normalisation statistics."""
+    from engine.data.corpus import check_corpus, corpus_splits
+    from engine.data.features import compute_features, features_dir, train_cmvn
+
+    try:
+        check_corpus(corpus)
+        for split in splits or corpus_splits(corpus):
+            cuts = compute_features(corpus, split, jobs=jobs, progress=True)
+            typer.echo(f"{split}: {len(cuts)} cuts -> {features_dir(corpus, split)}")
+        if "train" in corpus_splits(corpus):
+            stats = train_cmvn(corpus)
+            typer.echo(f"train mean/std statistics over {stats['frames']} frames")
+    except _user_errors() as e:
+        _fail(str(e))
+
+
+def _import_done(report, out: Path) -> None:
+    typer.echo(report.summary())
+    typer.echo(f"wrote {out.resolve()} (splits: "
+               + ", ".join(f"{k} {v}" for k, v in report.splits.items()) + ")")
+
+
+@import_app.command("librispeech")
+def import_librispeech(
+    src: Path = typer.Argument(..., help="LibriSpeech root (holding subsets) or one subset folder."),
+    out: Path = typer.Option(..., "--out", help="Corpus folder to write."),
+    subsets: Optional[list[str]] = typer.Option(None, "--subset", help="Only these subsets."),
+    strict: bool = typer.Option(False, help="Any bad utterance is fatal (default: skip, report)."),
+    force: bool = typer.Option(False, help="Replace an existing --out."),
+) -> None:
+    """Import LibriSpeech's layout (SPEAKER/CHAPTER/*.flac with *.trans.txt)."""
+    from engine.data.importers import import_librispeech as run
+
+    try:
+        report = run(src, out, subsets=subsets, strict=strict, force=force)
+    except _user_errors() as e:
+        _fail(str(e))
+    _import_done(report, out)
+
+
+@import_app.command("lhotse")
+def import_lhotse(
+    src: Path = typer.Argument(..., help="Folder of lhotse manifests (recordings+supervisions, or cuts)."),
+    out: Path = typer.Option(..., "--out", help="Corpus folder to write."),
+    split: Optional[str] = typer.Option(None, help="Name of the split when the folder holds one."),
+    strict: bool = typer.Option(False, help="Any bad utterance is fatal (default: skip, report)."),
+    force: bool = typer.Option(False, help="Replace an existing --out."),
+) -> None:
+    """Import lhotse manifests (icefall users have these already)."""
+    from engine.data.importers import import_lhotse as run
+
+    try:
+        report = run(src, out, strict=strict, force=force, split=split)
+    except _user_errors() as e:
+        _fail(str(e))
+    _import_done(report, out)
+
+
+def main() -> None:
+    app(prog_name="asrlab")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
