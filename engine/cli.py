@@ -48,7 +48,7 @@ def corpus_synth(
 
     try:
         meta = synthesize(out, size=size, seed=seed, jobs=jobs, progress=not quiet, force=force)
-    except _user_errors() as e:
+    except (*_user_errors(), RuntimeError) as e:  # RuntimeError: a TTS failure or a dead worker
         _fail(str(e))
     typer.echo(f"wrote {meta['utterances']} utterances to {Path(out).resolve()} "
                f"in {meta['synthesis_seconds']:.1f} s")
@@ -130,7 +130,7 @@ def corpus_features(
         if "train" in corpus_splits(corpus):
             stats = train_cmvn(corpus)
             typer.echo(f"train mean/std statistics over {stats['frames']} frames")
-    except _user_errors() as e:
+    except (*_user_errors(), RuntimeError) as e:
         _fail(str(e))
 
 
