@@ -1,0 +1,100 @@
+"""Batches for the transducer trainer: duration-bucketed sampling and padded tensors.
+
+``make_loader`` returns a ``torch.utils.data.DataLoader`` over lhotse's ``DynamicBucketingSampler``
+(batches hold at most ``max_duration`` seconds of audio, cuts of similar length together, so
+padding stays small). Each batch is a dict:
+
+- ``features``: (B, T, 80) float32 raw log-mel fbank (padded with 0; normalisation is the model's)
+- ``feature_lens``: (B,) int64
+- ``tokens``: (B, U) int64 token ids, padded with 0 (blank; use ``token_lens``)
+- ``token_lens``: (B,) int64
+- ``cut_ids``: list of B cut ids; ``texts``: list of B transcripts
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from lhotse import CutSet
+from lhotse.dataset import DynamicBucketingSampler
+
+from engine.data.features import DEFAULT_FBANK, FbankSettings, SpecAugment, fbank
+from engine.data.noise import NoiseAugment
+from engine.data.tokenizer import Tokenizer
+
+
+def cut_text(cut) -> str:
+    return " ".join(s.text for s in cut.supervisions if s.text)
+
+
+class TransducerDataset(torch.utils.data.Dataset):
+    """Maps a CutSet (one batch from the sampler) to padded tensors.
+
+    Cuts with cached features are read from the cache; a cut is computed from audio when it has
+    none, or when waveform noise augmentation picks it (then the cache cannot be used, so
+    ``noise.p`` also sets the share of the batch that pays for on-the-fly features).
+    """
+
+    def __init__(self, tokenizer: Tokenizer, *, spec_augment: SpecAugment | None = None,
+                 noise: NoiseAugment | None = None, on_the_fly: bool = False,
+                 settings: FbankSettings = DEFAULT_FBANK) -> None:
+        self.tokenizer = tokenizer
+        self.spec_augment = spec_augment
+        self.noise = noise
+        self.on_the_fly = on_the_fly
+        self.settings = settings
+
+    def _features(self, cut) -> torch.Tensor:
+        noisy = self.noise is not None and self.noise.pick()
+        if cut.has_features and not self.on_the_fly and not noisy:
+            return torch.from_numpy(np.asarray(cut.load_features(), dtype=np.float32))
+        audio = cut.load_audio()[0]
+        if noisy:
+            audio = self.noise.corrupt(audio)
+        return fbank(audio, self.settings)
+
+    def __getitem__(self, cuts: CutSet) -> dict:
+        cuts = cuts.sort_by_duration(ascending=False)
+        feats = [self._features(c) for c in cuts]
+        lens = torch.tensor([f.shape[0] for f in feats], dtype=torch.int64)
+        x = torch.zeros(len(feats), int(lens.max()), feats[0].shape[1])
+        for i, f in enumerate(feats):
+            x[i, : f.shape[0]] = f
+        if self.spec_augment is not None:
+            x = self.spec_augment(x, lens)
+        texts = [cut_text(c) for c in cuts]
+        ids = self.tokenizer.encode_batch(texts)
+        token_lens = torch.tensor([len(t) for t in ids], dtype=torch.int64)
+        tokens = torch.zeros(len(ids), max(1, int(token_lens.max())), dtype=torch.int64)
+        for i, t in enumerate(ids):
+            tokens[i, : len(t)] = torch.tensor(t, dtype=torch.int64)
+        return {"features": x, "feature_lens": lens, "tokens": tokens, "token_lens": token_lens,
+                "cut_ids": [c.id for c in cuts], "texts": texts}
+
+
+@dataclass(frozen=True)
+class LoaderSettings:
+    max_duration: float = 60.0  # seconds of audio per batch
+    num_buckets: int = 10
+    shuffle: bool = True
+    num_workers: int = 1
+    seed: int = 0
+
+
+def make_loader(cuts: CutSet, dataset: TransducerDataset,
+                settings: LoaderSettings = LoaderSettings()) -> torch.utils.data.DataLoader:
+    sampler = DynamicBucketingSampler(
+        cuts, max_duration=settings.max_duration, num_buckets=settings.num_buckets,
+        shuffle=settings.shuffle, seed=settings.seed, drop_last=False)
+    return torch.utils.data.DataLoader(
+        dataset, sampler=sampler, batch_size=None, num_workers=settings.num_workers,
+        persistent_workers=settings.num_workers > 0, worker_init_fn=_seed_worker)
+
+
+def _seed_worker(worker_id: int) -> None:
+    info = torch.utils.data.get_worker_info()
+    torch.set_num_threads(1)
+    if info.dataset.noise is not None:
+        info.dataset.noise.reseed(info.seed % 2**32)
