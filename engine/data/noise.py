@@ -168,6 +168,7 @@ class NoiseAugment:
         self.rng = np.random.default_rng(seed)
         self.bank_clips = bank_clips
         self.bank_seconds = bank_seconds
+        self._bank_seed = seed  # the bank has its own stream: rebuilding it moves nothing else
         self._bank: dict[str, list[np.ndarray]] | None = None
 
     def reseed(self, seed: int) -> None:
@@ -182,7 +183,8 @@ class NoiseAugment:
     def bank(self) -> dict[str, list[np.ndarray]]:
         if self._bank is None:
             n = int(self.bank_seconds * SAMPLE_RATE)
-            self._bank = {k: [make_noise(k, n, self.source, self.rng)
+            rng = np.random.default_rng(None if self._bank_seed is None else [self._bank_seed, 7])
+            self._bank = {k: [make_noise(k, n, self.source, rng)
                               for _ in range(self.bank_clips)] for k in NOISE_KINDS}
         return self._bank
 

@@ -1,0 +1,55 @@
+"""Saving and loading models and training state.
+
+Everything is written to a temporary name and renamed (a ``kill -9`` mid-write leaves the last
+complete file), and everything is read with ``torch.load(..., weights_only=True)``: a model file
+someone hands the lab cannot run code. So files hold only tensors and plain data.
+
+A **model file** (``model.pt``) holds ``{"format": "asrlab-model", "config": dict, "state":
+state_dict, "meta": dict}``; the config carries every block's real sizes, so a pruned model
+reloads as the smaller dense model it is.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from engine.models.build import build, from_dict, to_dict
+from engine.models.transducer import Transducer
+
+MODEL_FORMAT = "asrlab-model"
+
+
+def atomic_save(obj, path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def save_model(model: Transducer, path: Path, meta: dict | None = None) -> Path:
+    atomic_save({"format": MODEL_FORMAT, "config": to_dict(model.config()),
+                 "state": model.state_dict(), "meta": meta or {}}, path)
+    return Path(path)
+
+
+def load_model(path: Path | str) -> tuple[Transducer, dict]:
+    """(model in eval mode, meta) from a model file or a training checkpoint."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such model file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path}: not a readable model file ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:200]})") from None
+    if not isinstance(obj, dict) or "config" not in obj or ("state" not in obj and "model" not in obj):
+        raise ValueError(f"{path}: not an asrlab model or checkpoint (no config/state)")
+    model = build(from_dict(obj["config"]))
+    model.load_state_dict(obj.get("state", obj.get("model")))
+    return model.eval(), obj.get("meta", {})

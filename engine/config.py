@@ -1,0 +1,172 @@
+"""Experiment TOML -> validated, frozen pydantic models; parsed once, at the edge.
+
+An experiment names its data and an ordered list of ``[[stages]]``. Every stage has a ``kind`` and
+a unique ``name``; stages that work on a model name the earlier stage it comes from (``model``).
+Unknown keys, unknown stage kinds and dangling stage references are rejected with the key path
+and the allowed values, e.g. ``experiments/x.toml: stages[1].kind: unknown stage kind 'prun';
+allowed: evaluate, export, train``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """An experiment that cannot run; the message names the file, the key path and the value."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Strict):
+    corpus: str = Field("builtin:tiny", description="a corpus folder, or builtin:tiny|demo|full")
+    vocab_size: int = Field(256, ge=8, le=8192)
+    tokenizer: Literal["unigram", "bpe"] = "unigram"
+    train_split: str = "train"
+    dev_split: str = "dev"
+
+
+class ModelConfig(_Strict):
+    preset: Literal["teacher", "student-m", "student-s", "tiny"] = "tiny"
+    predictor: Literal["stateless", "lstm"] = "stateless"
+    streaming: bool = False
+    chunk_size: int | None = Field(None, ge=2, description="frames at the 4x rate (40 ms each)")
+    left_chunks: int | None = Field(None, ge=-1)
+    ctc_weight: float | None = Field(None, ge=0.0, lt=1.0)
+    dropout: float | None = Field(None, ge=0.0, lt=1.0)
+
+
+class TrainConfig(_Strict):
+    max_steps: int = Field(1000, ge=1)
+    max_minutes: float | None = Field(None, gt=0, description="wall-clock budget for training")
+    max_duration: float = Field(45.0, gt=0, description="seconds of audio per batch")
+    peak_lr: float = Field(2.5e-3, gt=0)
+    warmup_steps: int = Field(100, ge=0)
+    weight_decay: float = Field(1e-3, ge=0)
+    grad_clip: float = Field(5.0, gt=0)
+    spec_augment: bool = True
+    noise_p: float = Field(0.0, ge=0.0, le=1.0, description="share of utterances with added noise")
+    log_every: int = Field(10, ge=1)
+    checkpoint_every: int = Field(100, ge=1)
+    keep_checkpoints: int = Field(3, ge=1)
+    average_last: int = Field(1, ge=1, description="average the last N checkpoints at the end")
+    threads: int | None = Field(None, ge=1)
+
+
+class TrainStage(_Strict):
+    kind: Literal["train"]
+    name: str
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    init_from: str | None = Field(None, description="stage whose weights start this one")
+
+
+class EvaluateStage(_Strict):
+    kind: Literal["evaluate"]
+    name: str
+    model: str
+    splits: list[str] = ["test-clean", "test-other"]
+    decoding: Literal["greedy", "beam"] = "greedy"
+    beam: int = Field(4, ge=1)
+    streaming: bool = Field(False, description="decode chunk by chunk (streaming models only)")
+    max_utterances: int | None = Field(None, ge=1)
+
+
+class ExportStage(_Strict):
+    kind: Literal["export"]
+    name: str
+    model: str
+
+
+Stage = Annotated[Union[TrainStage, EvaluateStage, ExportStage], Field(discriminator="kind")]
+STAGE_KINDS = ("evaluate", "export", "train")
+
+
+class Experiment(_Strict):
+    name: str
+    description: str = ""
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    stages: list[Stage] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _graph(self) -> "Experiment":
+        seen: dict[str, str] = {}
+        for i, st in enumerate(self.stages):
+            if st.name in seen:
+                raise ValueError(f"stages[{i}].name: duplicate stage name {st.name!r}")
+            refs = [("model", getattr(st, "model", None))] if st.kind != "train" else []
+            if st.kind == "train" and st.init_from:
+                refs.append(("init_from", st.init_from))
+            for key, ref in refs:
+                if ref not in seen:
+                    raise ValueError(f"stages[{i}].{key}: no earlier stage named {ref!r}; "
+                                     f"earlier stages: {sorted(seen) or 'none'}")
+                if seen[ref] != "train":
+                    raise ValueError(f"stages[{i}].{key}: stage {ref!r} is a {seen[ref]} stage "
+                                     f"and makes no model")
+            seen[st.name] = st.kind
+        return self
+
+    def stage(self, name: str):
+        return next(s for s in self.stages if s.name == name)
+
+
+def _loc(loc: tuple) -> str:
+    out, after_index = "", False
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif after_index and part in STAGE_KINDS:
+            pass  # pydantic's union-branch tag right after stages[i], not a key the user wrote
+        else:
+            out += ("." if out else "") + str(part)
+        after_index = isinstance(part, int)
+    return out
+
+
+def _message(e: ValidationError) -> str:
+    lines = []
+    for err in e.errors():
+        where = _loc(err["loc"])
+        if err["type"] == "union_tag_invalid":
+            tag = err.get("ctx", {}).get("tag")
+            lines.append(f"{where}.kind: unknown stage kind {tag!r}; allowed: "
+                         f"{', '.join(STAGE_KINDS)}")
+        elif err["type"] == "union_tag_not_found":
+            lines.append(f"{where}: a stage needs a kind; allowed: {', '.join(STAGE_KINDS)}")
+        elif err["type"] == "extra_forbidden":
+            lines.append(f"{where}: unknown key")
+        elif err["type"] == "literal_error":
+            lines.append(f"{where}: {err['input']!r} is not allowed; "
+                         f"expected {err['ctx']['expected']}")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            got = f" (got {err['input']!r})" if where and not isinstance(err["input"], dict) else ""
+            lines.append(f"{where}: {msg}{got}" if where else msg)
+    return "; ".join(lines)
+
+
+def parse_experiment(data: dict, source: str = "<experiment>") -> Experiment:
+    try:
+        return Experiment.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"{source}: {_message(e)}") from None
+
+
+def load_experiment(path: Path | str) -> Experiment:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: no such experiment file")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    data.setdefault("name", path.stem)
+    return parse_experiment(data, str(path))

@@ -1,0 +1,163 @@
+"""RNN-Transducer (Graves 2012) around the Conformer encoder: predictor, joiner, losses.
+
+``encode``, ``predict`` and ``join`` are callable on their own, as in torchaudio's RNNT:
+
+- ``encode(x (B,T,80), x_lens (B,)) -> (enc (B,T',d_model), enc_lens (B,))``
+- ``predict(y (B,U) token ids, state) -> (pred (B,U,pred_dim), state)``
+- ``join(enc (B,T',1,J) or (B,T',d), pred (B,1,U,J) or (B,U,p)) -> logits``; ``project_enc`` and
+  ``project_pred`` map each side to the joiner dimension first, so decoding projects once.
+
+Predictors: ``stateless`` (embedding + width-``context`` grouped convolution over the last tokens,
+as icefall and sherpa-onnx), and ``lstm`` (embedding + LSTM, as in the RNN-T compression papers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+import torchaudio
+from torch import Tensor, nn
+
+from engine.models.conformer import ConformerEncoder, EncoderConfig
+
+
+@dataclass(frozen=True)
+class PredictorConfig:
+    kind: str = "stateless"  # "stateless" or "lstm"
+    dim: int = 256  # embedding (and stateless output) size
+    context: int = 2  # stateless: tokens of left context
+    hidden: int = 320  # lstm: hidden units
+    layers: int = 1  # lstm: layers
+
+
+@dataclass(frozen=True)
+class TransducerConfig:
+    vocab_size: int
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    joiner_dim: int = 256
+    ctc_weight: float = 0.0  # auxiliary CTC head on the encoder (before time reduction)
+    blank: int = 0
+
+
+class StatelessPredictor(nn.Module):
+    """Embedding + grouped Conv1d over the last ``context`` tokens + ReLU (Ghodsi et al. 2020)."""
+
+    def __init__(self, vocab: int, cfg: PredictorConfig, blank: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, cfg.dim)
+        self.context, self.blank = cfg.context, blank
+        self.conv = (nn.Conv1d(cfg.dim, cfg.dim, cfg.context, groups=max(1, cfg.dim // 4),
+                               bias=False) if cfg.context > 1 else None)
+        self.out_dim = cfg.dim
+
+    def forward(self, y: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """y: (B, U) ids; state: (B, context-1) previous ids -> (B, U, dim), new state."""
+        if state is None:
+            state = y.new_full((y.shape[0], self.context - 1), self.blank)
+        ctx = torch.cat([state, y], 1)
+        h = self.embed(ctx.clamp(min=0)) * (ctx >= 0)[..., None]  # -1 ids: zero (sherpa-onnx)
+        if self.conv is not None:
+            h = self.conv(h.transpose(1, 2)).transpose(1, 2)
+        else:
+            h = h[:, -y.shape[1]:]
+        return F.relu(h), ctx[:, ctx.shape[1] - (self.context - 1):]
+
+
+class LstmPredictor(nn.Module):
+    def __init__(self, vocab: int, cfg: PredictorConfig, blank: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, cfg.dim)
+        self.lstm = nn.LSTM(cfg.dim, cfg.hidden, cfg.layers, batch_first=True)
+        self.out_dim = cfg.hidden
+
+    def forward(self, y: Tensor, state: tuple[Tensor, Tensor] | None = None):
+        h, state = self.lstm(self.embed(y), state)
+        return h, state
+
+
+class Joiner(nn.Module):
+    def __init__(self, enc_dim: int, pred_dim: int, joiner_dim: int, vocab: int) -> None:
+        super().__init__()
+        self.enc_proj = nn.Linear(enc_dim, joiner_dim)
+        self.pred_proj = nn.Linear(pred_dim, joiner_dim)
+        self.out = nn.Linear(joiner_dim, vocab)
+
+    def forward(self, enc: Tensor, pred: Tensor) -> Tensor:
+        """Projected enc (..., J) + projected pred (..., J), broadcast -> logits (..., V)."""
+        return self.out(torch.tanh(enc + pred))
+
+
+class Transducer(nn.Module):
+    def __init__(self, cfg: TransducerConfig, cmvn: nn.Module | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = ConformerEncoder(cfg.encoder, cmvn)
+        p = cfg.predictor
+        if p.kind == "stateless":
+            self.predictor: nn.Module = StatelessPredictor(cfg.vocab_size, p, cfg.blank)
+        elif p.kind == "lstm":
+            self.predictor = LstmPredictor(cfg.vocab_size, p, cfg.blank)
+        else:
+            raise ValueError(f"unknown predictor kind {p.kind!r}; expected 'stateless' or 'lstm'")
+        self.joiner = Joiner(cfg.encoder.d_model, self.predictor.out_dim, cfg.joiner_dim,
+                             cfg.vocab_size)
+        self.ctc = nn.Linear(cfg.encoder.d_model, cfg.vocab_size) if cfg.ctc_weight > 0 else None
+
+    def config(self) -> TransducerConfig:
+        from dataclasses import replace
+
+        return replace(self.cfg, encoder=self.encoder.config())
+
+    # ----- the three parts ---------------------------------------------------------------------
+    def encode(self, x: Tensor, x_lens: Tensor) -> tuple[Tensor, Tensor]:
+        return self.encoder(x, x_lens)
+
+    def predict(self, y: Tensor, state=None):
+        return self.predictor(y, state)
+
+    def project_enc(self, enc: Tensor) -> Tensor:
+        return self.joiner.enc_proj(enc)
+
+    def project_pred(self, pred: Tensor) -> Tensor:
+        return self.joiner.pred_proj(pred)
+
+    def join(self, enc_proj: Tensor, pred_proj: Tensor) -> Tensor:
+        return self.joiner(enc_proj, pred_proj)
+
+    # ----- training ----------------------------------------------------------------------------
+    def lattice_logits(self, enc: Tensor, tokens: Tensor) -> Tensor:
+        """enc (B, T, d), tokens (B, U) -> joiner logits over the whole lattice (B, T, U+1, V)."""
+        blank = tokens.new_full((tokens.shape[0], 1), self.cfg.blank)
+        pred, _ = self.predict(torch.cat([blank, tokens], 1))
+        return self.join(self.project_enc(enc)[:, :, None], self.project_pred(pred)[:, None])
+
+    def forward(self, x: Tensor, x_lens: Tensor, tokens: Tensor, token_lens: Tensor
+                ) -> dict[str, Tensor]:
+        """Losses summed over the batch: ``loss`` (what to minimise), ``rnnt``, ``ctc``."""
+        need_blocks = self.ctc is not None and self.cfg.encoder.reduce_after is not None
+        if need_blocks:
+            enc, enc_lens, blocks = self.encoder(x, x_lens, return_blocks=True)
+        else:
+            enc, enc_lens = self.encoder(x, x_lens)
+        logits = self.lattice_logits(enc, tokens)
+        rnnt = torchaudio.functional.rnnt_loss(
+            logits, tokens.int(), enc_lens.int(), token_lens.int(), blank=self.cfg.blank,
+            reduction="sum")
+        out = {"rnnt": rnnt, "loss": rnnt}
+        if self.ctc is not None:
+            # CTC at the 4x rate when there is a time reduction: at 12.5 Hz some utterances have
+            # more tokens than frames.
+            if need_blocks:
+                ctc_in = blocks[self.cfg.encoder.reduce_after]
+                ctc_lens = ((x_lens - 1) // 2 - 1) // 2
+            else:
+                ctc_in, ctc_lens = enc, enc_lens
+            logp = self.ctc(ctc_in).log_softmax(-1).transpose(0, 1)
+            ctc = F.ctc_loss(logp, tokens, ctc_lens.clamp(min=1), token_lens,
+                             blank=self.cfg.blank, reduction="sum", zero_infinity=True)
+            out["ctc"] = ctc
+            out["loss"] = (1 - self.cfg.ctc_weight) * rnnt + self.cfg.ctc_weight * ctc
+        return out
