@@ -176,6 +176,91 @@ def import_lhotse(
     _import_done(report, out)
 
 
+def _user_errors_all():
+    from engine.config import ConfigError
+
+    return (*_user_errors(), ConfigError)
+
+
+@app.command("train")
+def train(
+    experiment: Path = typer.Argument(..., help="Experiment TOML (see experiments/)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: "
+                                       "$ASRLAB_HOME/runs/NAME). Rerun into it to resume."),
+    quiet: bool = typer.Option(False, help="No progress bars."),
+) -> None:
+    """Run an experiment's stages in the foreground (train, export, evaluate)."""
+    from engine.config import load_experiment
+    from engine.stages import lab_home, run_experiment
+
+    try:
+        exp = load_experiment(experiment)
+        target = out or lab_home() / "runs" / exp.name
+        outputs = run_experiment(exp, target, progress=not quiet)
+    except _user_errors_all() as e:
+        _fail(str(e))
+    typer.echo(f"done: {Path(target).resolve()} ({', '.join(outputs)})")
+
+
+@app.command("evaluate")
+def evaluate(
+    model: Path = typer.Argument(..., help="A model file (model.pt), export folder or checkpoint."),
+    data: str = typer.Option(..., "--data", help="Corpus folder or builtin:tiny|demo|full."),
+    split: str = typer.Option("test-clean", help="Split to score."),
+    decoding: str = typer.Option("greedy", help="greedy, beam or streaming."),
+    beam: int = typer.Option(4, help="Beam size for --decoding beam."),
+    max_utterances: Optional[int] = typer.Option(None, help="Score only the first N."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """WER with a bootstrap 95% interval, and the model's params, bytes, MACs and RTF."""
+    from engine.checkpoint import load_model
+    from engine.stages import evaluate_model, model_tokenizer, resolve_corpus
+
+    try:
+        m, meta = load_model(model)
+        tok = model_tokenizer(meta)
+        if tok is None:
+            _fail(f"{model}: has no embedded tokenizer (train it with `asrlab train`)")
+        corpus = resolve_corpus(data)
+        artifact = Path(model) / "model.pt" if Path(model).is_dir() else Path(model)
+        res = evaluate_model(m, tok, corpus, split, decoding, beam, max_utterances,
+                             artifact=artifact)
+    except _user_errors_all() as e:
+        _fail(str(e))
+    s = res["summary"]
+    if as_json:
+        typer.echo(json.dumps(s, indent=2))
+        return
+    typer.echo(f"{split}: WER {s['wer']:.2f}% (95% CI {s['wer_ci'][0]:.2f}-{s['wer_ci'][1]:.2f}) "
+               f"on {s['utterances']} utterances | {s['params']:,} params | {s['bytes']:,} bytes | "
+               f"{s['macs_per_second'] / 1e6:.1f} M MACs per audio second | RTF {s['rtf']:.4f} "
+               f"(1 thread)")
+
+
+@app.command("inspect")
+def inspect_model(
+    model: Path = typer.Argument(..., help="A model file, export folder or checkpoint."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """The model's real architecture: parameters and every block's sizes."""
+    from engine.checkpoint import load_model
+    from engine.models.build import describe
+
+    try:
+        m, _ = load_model(model)
+    except _user_errors_all() as e:
+        _fail(str(e))
+    d = describe(m)
+    if as_json:
+        typer.echo(json.dumps(d, indent=2))
+        return
+    typer.echo(f"{d['params']:,} parameters ({d['nonzero_params']:,} non-zero), d_model "
+               f"{d['d_model']}, predictor {d['predictor']['kind']}, joiner {d['joiner_dim']}")
+    for i, b in enumerate(d["blocks"]):
+        typer.echo(f"  block {i}: heads {b['heads']}x{b['head_dim']}, ffn {b['ffn1']}/{b['ffn2']}, "
+                   f"conv {b['conv_channels']}x{b['kernel']}, {b['params']:,} params")
+
+
 def main() -> None:
     app(prog_name="asrlab")
 

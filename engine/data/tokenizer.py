@@ -17,6 +17,7 @@ from pathlib import Path
 import sentencepiece as spm
 
 BLANK, SOS_EOS, UNK = "<blk>", "<sos/eos>", "<unk>"
+UNK_ID = 2
 MODEL_TYPES = ("unigram", "bpe")
 
 
@@ -27,17 +28,29 @@ def tokenizer_dir(corpus: Path, vocab_size: int, model_type: str = "unigram") ->
 class Tokenizer:
     """A trained sentencepiece model with the blank convention above."""
 
-    def __init__(self, path: Path) -> None:
-        path = Path(path)
-        model = path / "tokenizer.model" if path.is_dir() else path
-        if not model.exists():
-            raise FileNotFoundError(f"{model}: no tokenizer here; train one with "
-                                    f"`asrlab corpus tokenizer CORPUS --vocab-size N`")
-        self.path = model.parent
-        self.sp = spm.SentencePieceProcessor(model_file=str(model))
+    def __init__(self, path: Path | None = None, proto: bytes | None = None) -> None:
+        if proto is not None:
+            self.path = None
+            self.sp = spm.SentencePieceProcessor(model_proto=proto)
+        else:
+            path = Path(path)
+            model = path / "tokenizer.model" if path.is_dir() else path
+            if not model.exists():
+                raise FileNotFoundError(f"{model}: no tokenizer here; train one with "
+                                        f"`asrlab corpus tokenizer CORPUS --vocab-size N`")
+            self.path = model.parent
+            self.sp = spm.SentencePieceProcessor(model_file=str(model))
         assert self.sp.id_to_piece(0) == BLANK, self.sp.id_to_piece(0)
         self.blank_id = 0
         self.unk_id = self.sp.unk_id()
+
+    def proto(self) -> bytes:
+        """The serialized model: model files embed it, so they decode to text on their own."""
+        return self.sp.serialized_model_proto()
+
+    def tokens_txt(self) -> str:
+        """sherpa-onnx / icefall ``tokens.txt``: one ``symbol id`` per line, in id order."""
+        return "".join(f"{self.sp.id_to_piece(i)} {i}\n" for i in range(self.vocab_size))
 
     @property
     def vocab_size(self) -> int:
@@ -56,8 +69,6 @@ class Tokenizer:
         words = sum(len(t.split()) for t in texts)
         return sum(len(ids) for ids in self.encode_batch(texts)) / max(words, 1)
 
-
-UNK_ID = 2
 
 
 @dataclass(frozen=True)
@@ -90,8 +101,7 @@ def train_tokenizer(texts: list[str], out_dir: Path, vocab_size: int = 256,
             num_threads=os.cpu_count() or 1)
         (work / "text.txt").unlink()
         tok = Tokenizer(work)
-        lines = [f"{tok.sp.id_to_piece(i)} {i}" for i in range(tok.vocab_size)]
-        (work / "tokens.txt").write_text("\n".join(lines) + "\n")
+        (work / "tokens.txt").write_text(tok.tokens_txt())
         report = TokenizerReport(str(out_dir), tok.vocab_size, model_type,
                                  round(tok.tokens_per_word(texts), 3), len(texts))
         (work / "settings.json").write_text(json.dumps(report.__dict__, indent=2) + "\n")

@@ -1,0 +1,92 @@
+"""Honest accounting: what a model costs, measured, never estimated from a config.
+
+- ``params`` / ``nonzero_params``: counted from the tensors (pruned zeros show as the gap).
+- ``bytes``: the size of the deployable artifact **file**, written by ``engine.export``; shared
+  tensors are stored once there (torch.save keeps one copy of a shared storage).
+- ``macs_per_second``: multiply-accumulates per second of audio, counted by PyTorch's
+  ``FlopCounterMode`` from the real operator shapes while the model encodes and greedily decodes
+  real utterances (a pruned model is counted as the smaller model it is). MACs = FLOPs / 2.
+- ``rtf``: real-time factor of encode + greedy search at **1 thread**, median of ``repeats``
+  timed passes over the same utterances after one warm-up pass. The stateless predictor has no
+  LSTM; for LSTM predictors oneDNN is switched off while timing so single-step fp32 runs at its
+  fair speed (the "LSTM trap" in DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from engine.decode import greedy_search
+from engine.models.transducer import Transducer
+
+
+def count_params(model: torch.nn.Module) -> tuple[int, int]:
+    params = sum(p.numel() for p in model.parameters())
+    nonzero = sum(int(torch.count_nonzero(p)) for p in model.parameters())
+    return params, nonzero
+
+
+def file_bytes(path: Path) -> int:
+    return Path(path).stat().st_size
+
+
+@contextmanager
+def one_thread():
+    before = torch.get_num_threads()
+    mkldnn = torch.backends.mkldnn.enabled
+    torch.set_num_threads(1)
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+        torch.backends.mkldnn.enabled = mkldnn
+
+
+def _decode(model: Transducer, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    for x, lens in batches:
+        enc, enc_lens = model.encode(x, lens)
+        greedy_search(model, enc, enc_lens)
+
+
+@torch.no_grad()
+def macs_per_second(model: Transducer, batches: list[tuple[torch.Tensor, torch.Tensor]],
+                    audio_seconds: float) -> float:
+    model.eval()
+    with FlopCounterMode(display=False) as counter:
+        _decode(model, batches)
+    return counter.get_total_flops() / 2.0 / max(audio_seconds, 1e-9)
+
+
+@torch.no_grad()
+def real_time_factor(model: Transducer, batches: list[tuple[torch.Tensor, torch.Tensor]],
+                     audio_seconds: float, repeats: int = 3) -> float:
+    """Median seconds of compute per second of audio, one utterance at a time, 1 thread."""
+    model.eval()
+    times = []
+    with one_thread():
+        _decode(model, batches[:2])  # warm-up
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            _decode(model, batches)
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times) / max(audio_seconds, 1e-9)
+
+
+def account(model: Transducer, utterances: list[torch.Tensor], artifact: Path | None = None,
+            repeats: int = 3) -> dict:
+    """Every figure above for ``model`` on ``utterances`` (a list of (T, 80) fbank tensors)."""
+    batches = [(u[None], torch.tensor([u.shape[0]])) for u in utterances]
+    audio = sum(u.shape[0] for u in utterances) / 100.0  # 10 ms frames
+    params, nonzero = count_params(model)
+    return {"params": params, "nonzero_params": nonzero,
+            "bytes": file_bytes(artifact) if artifact else None,
+            "macs_per_second": round(macs_per_second(model, batches, audio)),
+            "rtf": round(real_time_factor(model, batches, audio, repeats), 5),
+            "rtf_utterances": len(utterances), "rtf_audio_seconds": round(audio, 2)}

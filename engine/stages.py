@@ -1,0 +1,244 @@
+"""Stage kinds: ``kind -> function(stage, context) -> outputs``.
+
+A stage reads its inputs from the outputs of the stages it names and writes into its own folder
+``OUT/STAGE_NAME/``. This issue's kinds: ``train`` (a model from presets, or continued from an
+earlier stage with ``init_from``), ``evaluate`` (WER with intervals per split, every hypothesis,
+and the accounting figures) and ``export`` (the deployable artifact whose bytes are the size).
+Rerunning an experiment into the same folder resumes a killed training stage from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from engine.checkpoint import load_model, save_model
+from engine.config import EvaluateStage, Experiment, ExportStage, TrainStage
+from engine.data.corpus import write_json_atomic
+from engine.data.features import compute_features, train_cmvn
+from engine.data.tokenizer import Tokenizer, tokenizer_dir, train_tokenizer
+from engine.models.build import build, preset
+from engine.models.transducer import Transducer
+
+
+def lab_home() -> Path:
+    return Path(os.environ.get("ASRLAB_HOME", "lab")).resolve()
+
+
+def resolve_corpus(spec: str, progress: bool = False) -> Path:
+    """``builtin:tiny|demo|full`` (synthesized on first use under ASRLAB_HOME/corpora) or a
+    corpus folder."""
+    from engine.data.corpus import check_corpus
+
+    if spec.startswith("builtin:"):
+        from engine.data.synth import SIZES, synthesize
+
+        size = spec.split(":", 1)[1]
+        if size not in SIZES:
+            raise ValueError(f"data.corpus: unknown built-in corpus {spec!r}; expected "
+                             + ", ".join(f"builtin:{s}" for s in SIZES))
+        path = lab_home() / "corpora" / size
+        meta = path / "corpus.json"
+        if not meta.exists() or not json.loads(meta.read_text()).get("complete"):
+            synthesize(path, size=size, seed=0, progress=progress)
+        return path
+    path = Path(spec).expanduser().resolve()
+    check_corpus(path)
+    return path
+
+
+def corpus_tokenizer(corpus: Path, vocab_size: int, model_type: str) -> Tokenizer:
+    from engine.data.corpus import load_supervisions
+
+    path = tokenizer_dir(corpus, vocab_size, model_type)
+    if not (path / "tokenizer.model").exists():
+        texts = [s.text for s in load_supervisions(corpus, "train")]
+        train_tokenizer(texts, path, vocab_size, model_type)
+    return Tokenizer(path)
+
+
+@dataclass
+class Context:
+    exp: Experiment
+    out: Path
+    progress: bool = True
+    log: Callable[[str], None] = print
+    outputs: dict[str, dict] = field(default_factory=dict)
+    _corpus: Path | None = None
+    _tok: Tokenizer | None = None
+
+    @property
+    def corpus(self) -> Path:
+        if self._corpus is None:
+            self._corpus = resolve_corpus(self.exp.data.corpus, self.progress)
+        return self._corpus
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        if self._tok is None:
+            d = self.exp.data
+            self._tok = corpus_tokenizer(self.corpus, d.vocab_size, d.tokenizer)
+        return self._tok
+
+    def model_of(self, stage_name: str) -> Path:
+        return Path(self.outputs[stage_name]["model"])
+
+
+def model_tokenizer(meta: dict) -> Tokenizer | None:
+    proto = meta.get("tokenizer")
+    return Tokenizer(proto=bytes(proto.numpy().tobytes())) if proto is not None else None
+
+
+# ----- train -------------------------------------------------------------------------------------
+def run_train(stage: TrainStage, ctx: Context) -> dict:
+    from engine.train import Trainer
+
+    out = ctx.out / stage.name
+    tok = ctx.tokenizer
+    cuts = compute_features(ctx.corpus, ctx.exp.data.train_split, progress=ctx.progress)
+    stats = train_cmvn(ctx.corpus)
+    m = stage.model
+    kwargs = {k: v for k, v in {"chunk_size": m.chunk_size, "left_chunks": m.left_chunks,
+                                "ctc_weight": m.ctc_weight, "dropout": m.dropout}.items()
+              if v is not None}
+    cfg = preset(m.preset, vocab_size=tok.vocab_size, streaming=m.streaming,
+                 predictor=m.predictor, **kwargs)
+    torch.manual_seed(ctx.exp.seed)  # the initial weights depend on the seed alone
+    model = build(cfg, stats)
+    if stage.init_from:
+        src, _ = load_model(ctx.model_of(stage.init_from))
+        model.load_state_dict(src.state_dict())
+    bar = None
+    if ctx.progress:
+        from tqdm import tqdm
+
+        total = stage.train.max_steps
+        bar = tqdm(total=total, desc=f"train {stage.name}", unit="step", mininterval=1.0)
+
+    def on_metrics(row: dict) -> None:
+        if bar is not None:
+            bar.n = row["step"]
+            bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.2e}",
+                            audio_s_per_s=f"{row['audio_s_per_s']:.0f}",
+                            minutes=f"{row['train_minutes']:.1f}")
+            bar.refresh()
+
+    trainer = Trainer(model, cuts, tok, stage.train, out, seed=ctx.exp.seed, on_metrics=on_metrics)
+    path = trainer.run()
+    if bar is not None:
+        bar.close()
+    # embed the tokenizer so the model file decodes to text on its own
+    final, meta = load_model(path)
+    meta["tokenizer"] = torch.frombuffer(bytearray(tok.proto()), dtype=torch.uint8)
+    meta["corpus"] = str(ctx.corpus)
+    save_model(final, path, meta)
+    return {"model": str(path), "steps": trainer.progress.step,
+            "train_minutes": round(trainer.progress.train_seconds / 60, 2)}
+
+
+# ----- evaluate ----------------------------------------------------------------------------------
+def batches_of(cuts, max_seconds: float = 60.0):
+    """Cached-feature batches of whole cuts, longest first (less padding)."""
+    from engine.data.batching import cut_text
+
+    cuts = sorted(cuts, key=lambda c: -c.duration)
+    batch, total = [], 0.0
+    for c in cuts:
+        if batch and total + c.duration > max_seconds:
+            yield batch
+            batch, total = [], 0.0
+        batch.append(c)
+        total += c.duration
+    if batch:
+        yield batch
+
+
+def evaluate_model(model: Transducer, tok: Tokenizer, corpus: Path, split: str,
+                   method: str = "greedy", beam: int = 4, max_utterances: int | None = None,
+                   accounting_utterances: int = 20, artifact: Path | None = None) -> dict:
+    """WER with interval, per-utterance results and accounting for one split."""
+    from engine.compress.accounting import account
+    from engine.data.batching import cut_text
+    from engine.decode import decode
+    from engine.evaluate import score_utterance, summarize
+
+    cuts = compute_features(corpus, split)
+    if max_utterances:
+        cuts = cuts.subset(first=max_utterances)
+    model.eval()
+    results = []
+    feats_for_accounting = []
+    with torch.no_grad():
+        for group in batches_of(cuts):
+            feats = [torch.as_tensor(c.load_features()) for c in group]
+            lens = torch.tensor([f.shape[0] for f in feats])
+            x = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)
+            hyps = decode(model, x, lens, method, beam)
+            for c, h in zip(group, hyps):
+                results.append(score_utterance(c.id, cut_text(c), tok.decode(h)))
+            if len(feats_for_accounting) < accounting_utterances:
+                feats_for_accounting += feats[: accounting_utterances - len(feats_for_accounting)]
+    summary = summarize(results)
+    summary.update(account(model, feats_for_accounting, artifact))
+    summary.update({"split": split, "decoding": method})
+    return {"summary": summary, "utterances": [r.to_dict() for r in results]}
+
+
+def run_evaluate(stage: EvaluateStage, ctx: Context) -> dict:
+    model_path = ctx.model_of(stage.model)
+    model, meta = load_model(model_path)
+    tok = model_tokenizer(meta) or ctx.tokenizer
+    out = ctx.out / stage.name
+    out.mkdir(parents=True, exist_ok=True)
+    artifact = ctx.outputs[stage.model].get("artifact") or model_path
+    method = "streaming" if stage.streaming else stage.decoding
+    summaries = {}
+    for split in stage.splits:
+        res = evaluate_model(model, tok, ctx.corpus, split, method, stage.beam,
+                             stage.max_utterances, artifact=Path(artifact))
+        write_json_atomic(out / f"results_{split}.json", res["summary"])
+        with open(out / f"hyps_{split}.jsonl", "w") as f:
+            for u in res["utterances"]:
+                f.write(json.dumps(u) + "\n")
+        summaries[split] = res["summary"]
+        s = res["summary"]
+        ctx.log(f"{stage.name} {split}: WER {s['wer']:.2f}% "
+                f"[{s['wer_ci'][0]:.2f}, {s['wer_ci'][1]:.2f}] on {s['utterances']} utterances; "
+                f"{s['params']:,} params, {s['bytes']:,} bytes, "
+                f"{s['macs_per_second'] / 1e6:.1f} M MACs/s, RTF {s['rtf']:.4f}")
+    return {"results": summaries, "model": str(model_path)}
+
+
+# ----- export ------------------------------------------------------------------------------------
+def run_export(stage: ExportStage, ctx: Context) -> dict:
+    from engine.export import export_torch
+
+    src = ctx.model_of(stage.model)
+    out = ctx.out / stage.name
+    info = export_torch(src, out)
+    ctx.outputs[stage.model]["artifact"] = info["artifact"]
+    ctx.log(f"{stage.name}: {info['artifact']} ({info['bytes']:,} bytes)")
+    return {**info, "model": str(src)}
+
+
+STAGE_KINDS = {"train": run_train, "evaluate": run_evaluate, "export": run_export}
+
+
+def run_experiment(exp: Experiment, out: Path, progress: bool = True,
+                   log: Callable[[str], None] = print) -> dict[str, dict]:
+    """Run every stage in order (in this process, for now); returns each stage's outputs."""
+    ctx = Context(exp, Path(out).resolve(), progress, log)
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(ctx.out / "experiment.json", exp.model_dump(mode="json"))
+    for st in exp.stages:
+        t0 = time.perf_counter()
+        ctx.outputs[st.name] = STAGE_KINDS[st.kind](st, ctx)
+        ctx.outputs[st.name]["seconds"] = round(time.perf_counter() - t0, 1)
+        write_json_atomic(ctx.out / "outputs.json", ctx.outputs)
+    return ctx.outputs
