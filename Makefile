@@ -4,7 +4,8 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := espeak-ng flite sox libsndfile1
-DEMO_DIR ?= data/demo
+export ASRLAB_HOME ?= $(CURDIR)/lab
+DEMO_DIR := $(ASRLAB_HOME)/corpora/demo
 
 .PHONY: setup apt venv demo test bench clean
 
@@ -28,17 +29,18 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $@
 
+# The demo corpus lives where `builtin:demo` resolves, so the experiment reuses it.
 demo: setup
 	$(BIN)/asrlab corpus synth --size demo --out $(DEMO_DIR)
-	$(BIN)/asrlab corpus tokenizer $(DEMO_DIR) --vocab-size 256
-	$(BIN)/asrlab corpus features $(DEMO_DIR)
 	$(BIN)/asrlab corpus info $(DEMO_DIR)
+	$(BIN)/asrlab train experiments/demo.toml --out $(ASRLAB_HOME)/runs/demo
 
 test: setup
 	$(BIN)/python -m pytest -q
 
 bench: setup
 	$(BIN)/python benchmarks/bench_data.py
+	$(BIN)/python benchmarks/bench_train.py --corpus $(DEMO_DIR)
 
 clean:
 	rm -rf $(VENV) lab data .pytest_cache

@@ -36,8 +36,9 @@ def save_model(model: Transducer, path: Path, meta: dict | None = None) -> Path:
     return Path(path)
 
 
-def load_model(path: Path | str) -> tuple[Transducer, dict]:
-    """(model in eval mode, meta) from a model file or a training checkpoint."""
+def load_model(path: Path | str, inference: bool = True) -> tuple[Transducer, dict]:
+    """(model in eval mode, meta) from a model file or a training checkpoint. With ``inference``
+    the training-only heads are dropped (see ``Transducer.for_inference``)."""
     path = Path(path)
     if path.is_dir():
         path = path / "model.pt"
@@ -52,4 +53,6 @@ def load_model(path: Path | str) -> tuple[Transducer, dict]:
         raise ValueError(f"{path}: not an asrlab model or checkpoint (no config/state)")
     model = build(from_dict(obj["config"]))
     model.load_state_dict(obj.get("state", obj.get("model")))
+    if inference:
+        model.for_inference()
     return model.eval(), obj.get("meta", {})

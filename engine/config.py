@@ -40,6 +40,9 @@ class ModelConfig(_Strict):
     left_chunks: int | None = Field(None, ge=-1)
     ctc_weight: float | None = Field(None, ge=0.0, lt=1.0)
     dropout: float | None = Field(None, ge=0.0, lt=1.0)
+    loss: Literal["pruned", "full"] = Field(
+        "pruned", description="pruned: k2-style pruned RNN-T; full: torchaudio's full lattice")
+    prune_range: int = Field(5, ge=2, description="band of u per frame for the pruned loss")
 
 
 class TrainConfig(_Strict):
@@ -48,6 +51,8 @@ class TrainConfig(_Strict):
     max_duration: float = Field(45.0, gt=0, description="seconds of audio per batch")
     peak_lr: float = Field(2.5e-3, gt=0)
     warmup_steps: int = Field(100, ge=0)
+    loss_warmup_steps: int = Field(
+        300, ge=0, description="steps over which the pruned loss ramps in (icefall's recipe)")
     weight_decay: float = Field(1e-3, ge=0)
     grad_clip: float = Field(5.0, gt=0)
     spec_augment: bool = True

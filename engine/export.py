@@ -15,7 +15,7 @@ from engine.data.tokenizer import Tokenizer
 
 
 def export_torch(model_path: Path, out_dir: Path) -> dict:
-    model, meta = load_model(model_path)
+    model, meta = load_model(model_path)  # inference form: no training-only heads
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     keep = {k: v for k, v in meta.items() if k in ("tokenizer", "step", "corpus")}

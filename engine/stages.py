@@ -108,12 +108,12 @@ def run_train(stage: TrainStage, ctx: Context) -> dict:
                                 "ctc_weight": m.ctc_weight, "dropout": m.dropout}.items()
               if v is not None}
     cfg = preset(m.preset, vocab_size=tok.vocab_size, streaming=m.streaming,
-                 predictor=m.predictor, **kwargs)
+                 predictor=m.predictor, loss=m.loss, prune_range=m.prune_range, **kwargs)
     torch.manual_seed(ctx.exp.seed)  # the initial weights depend on the seed alone
     model = build(cfg, stats)
     if stage.init_from:
-        src, _ = load_model(ctx.model_of(stage.init_from))
-        model.load_state_dict(src.state_dict())
+        src, _ = load_model(ctx.model_of(stage.init_from), inference=False)
+        model.load_state_dict(src.state_dict(), strict=False)  # heads it lacks start fresh
     bar = None
     if ctx.progress:
         from tqdm import tqdm
@@ -134,7 +134,7 @@ def run_train(stage: TrainStage, ctx: Context) -> dict:
     if bar is not None:
         bar.close()
     # embed the tokenizer so the model file decodes to text on its own
-    final, meta = load_model(path)
+    final, meta = load_model(path, inference=False)
     meta["tokenizer"] = torch.frombuffer(bytearray(tok.proto()), dtype=torch.uint8)
     meta["corpus"] = str(ctx.corpus)
     save_model(final, path, meta)

@@ -172,7 +172,7 @@ class Trainer:
             np.random.seed(self.seed)
             random.seed(self.seed)
         self.model.train()
-        window = {"loss": 0.0, "rnnt": 0.0, "ctc": 0.0, "tokens": 0, "audio": 0.0, "time": 0.0,
+        window = {"loss": 0.0, "rnnt": 0.0, "ctc": 0.0, "simple": 0.0, "tokens": 0, "audio": 0.0, "time": 0.0,
                   "grad": 0.0, "steps": 0}
         while not self._done():
             p = self.progress
@@ -202,8 +202,9 @@ class Trainer:
 
     def _step(self, cuts: CutSet, window: dict) -> None:
         batch = self.dataset[cuts]
+        warm = self.cfg.loss_warmup_steps
         out = self.model(batch["features"], batch["feature_lens"], batch["tokens"],
-                         batch["token_lens"])
+                         batch["token_lens"], warmup=min(1.0, self.progress.step / warm) if warm else 1.0)
         n = batch["features"].shape[0]
         self.opt.zero_grad(set_to_none=True)
         (out["loss"] / n).backward()
@@ -218,6 +219,7 @@ class Trainer:
         window["loss"] += out["loss"].item()
         window["rnnt"] += out["rnnt"].item()
         window["ctc"] += float(out["ctc"].item()) if "ctc" in out else 0.0
+        window["simple"] += float(out["simple"].item()) if "simple" in out else 0.0
         window["tokens"] += tokens
         window["audio"] += audio
         window["grad"] += float(grad)
@@ -232,6 +234,8 @@ class Trainer:
                "train_minutes": p.train_seconds / 60, "audio_hours": p.audio_seconds / 3600}
         if self.model.ctc is not None:
             row["ctc"] = w["ctc"] / max(w["tokens"], 1)
+        if self.model.simple_am is not None:
+            row["simple"] = w["simple"] / max(w["tokens"], 1)
         self._log(row)
         for k in w:
             w[k] = 0 if isinstance(w[k], int) else 0.0

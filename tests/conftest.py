@@ -21,3 +21,17 @@ def tiny(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_tok(tiny):
     return testing.tiny_tokenizer(tiny)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny, tmp_path_factory):
+    """experiments/tiny.toml run on the session's tiny corpus: {stage: outputs}, and its folder."""
+    from engine.config import load_experiment, parse_experiment
+    from engine.stages import run_experiment
+
+    root = Path(__file__).resolve().parents[1]
+    exp = load_experiment(root / "experiments" / "tiny.toml").model_dump()
+    exp["data"]["corpus"] = str(tiny)
+    out = tmp_path_factory.mktemp("tiny_run")
+    outputs = run_experiment(parse_experiment(exp), out, progress=False, log=lambda s: None)
+    return out, outputs

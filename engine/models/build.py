@@ -74,10 +74,10 @@ def tiny(*, vocab_size: int, streaming: bool = False, predictor: str = "stateles
 PRESETS = {"teacher": teacher, "student-m": student_m, "student-s": student_s, "tiny": tiny}
 
 
-def preset(name: str, **kwargs) -> TransducerConfig:
+def preset(name: str, loss: str = "pruned", prune_range: int = 5, **kwargs) -> TransducerConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown model preset {name!r}; expected one of {sorted(PRESETS)}")
-    return PRESETS[name](**kwargs)
+    return replace(PRESETS[name](**kwargs), loss=loss, prune_range=prune_range)
 
 
 def build(cfg: TransducerConfig, cmvn_stats: dict | None = None) -> Transducer:

@@ -13,7 +13,7 @@ as icefall and sherpa-onnx), and ``lstm`` (embedding + LSTM, as in the RNN-T com
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +40,9 @@ class TransducerConfig:
     joiner_dim: int = 256
     ctc_weight: float = 0.0  # auxiliary CTC head on the encoder (before time reduction)
     blank: int = 0
+    loss: str = "pruned"  # "pruned" (k2-style, engine/losses/pruned.py) or "full" (torchaudio)
+    prune_range: int = 5
+    simple_loss_scale: float = 0.5
 
 
 class StatelessPredictor(nn.Module):
@@ -105,11 +108,23 @@ class Transducer(nn.Module):
         self.joiner = Joiner(cfg.encoder.d_model, self.predictor.out_dim, cfg.joiner_dim,
                              cfg.vocab_size)
         self.ctc = nn.Linear(cfg.encoder.d_model, cfg.vocab_size) if cfg.ctc_weight > 0 else None
+        if cfg.loss not in ("pruned", "full"):
+            raise ValueError(f"unknown transducer loss {cfg.loss!r}; expected 'pruned' or 'full'")
+        # the pruned loss's "simple" joiner: linear heads on each side (training only)
+        self.simple_am = (nn.Linear(cfg.encoder.d_model, cfg.vocab_size)
+                          if cfg.loss == "pruned" else None)
+        self.simple_lm = (nn.Linear(self.predictor.out_dim, cfg.vocab_size)
+                          if cfg.loss == "pruned" else None)
 
     def config(self) -> TransducerConfig:
-        from dataclasses import replace
-
         return replace(self.cfg, encoder=self.encoder.config())
+
+    def for_inference(self) -> "Transducer":
+        """Drop the training-only heads (CTC, the pruned loss's simple joiner), in place: they
+        are not part of the deployed model, so they count in no size or cost."""
+        self.ctc = self.simple_am = self.simple_lm = None
+        self.cfg = replace(self.cfg, ctc_weight=0.0, loss="full")
+        return self
 
     # ----- the three parts ---------------------------------------------------------------------
     def encode(self, x: Tensor, x_lens: Tensor) -> tuple[Tensor, Tensor]:
@@ -134,19 +149,24 @@ class Transducer(nn.Module):
         pred, _ = self.predict(torch.cat([blank, tokens], 1))
         return self.join(self.project_enc(enc)[:, :, None], self.project_pred(pred)[:, None])
 
-    def forward(self, x: Tensor, x_lens: Tensor, tokens: Tensor, token_lens: Tensor
-                ) -> dict[str, Tensor]:
-        """Losses summed over the batch: ``loss`` (what to minimise), ``rnnt``, ``ctc``."""
+    def forward(self, x: Tensor, x_lens: Tensor, tokens: Tensor, token_lens: Tensor,
+                warmup: float = 1.0) -> dict[str, Tensor]:
+        """Losses summed over the batch: ``loss`` (what to minimise), ``rnnt``, and ``simple``
+        and ``ctc`` when used. ``warmup`` in [0, 1] ramps the pruned loss in (icefall's recipe:
+        the band is unreliable until the simple joiner has learnt an alignment)."""
         need_blocks = self.ctc is not None and self.cfg.encoder.reduce_after is not None
         if need_blocks:
             enc, enc_lens, blocks = self.encoder(x, x_lens, return_blocks=True)
         else:
             enc, enc_lens = self.encoder(x, x_lens)
-        logits = self.lattice_logits(enc, tokens)
-        rnnt = torchaudio.functional.rnnt_loss(
-            logits, tokens.int(), enc_lens.int(), token_lens.int(), blank=self.cfg.blank,
-            reduction="sum")
-        out = {"rnnt": rnnt, "loss": rnnt}
+        if self.cfg.loss == "pruned":
+            out = self._pruned_losses(enc, enc_lens, tokens, token_lens, warmup)
+        else:
+            logits = self.lattice_logits(enc, tokens)
+            rnnt = torchaudio.functional.rnnt_loss(
+                logits, tokens.int(), enc_lens.int(), token_lens.int(), blank=self.cfg.blank,
+                reduction="sum")
+            out = {"rnnt": rnnt, "loss": rnnt}
         if self.ctc is not None:
             # CTC at the 4x rate when there is a time reduction: at 12.5 Hz some utterances have
             # more tokens than frames.
@@ -159,5 +179,27 @@ class Transducer(nn.Module):
             ctc = F.ctc_loss(logp, tokens, ctc_lens.clamp(min=1), token_lens,
                              blank=self.cfg.blank, reduction="sum", zero_infinity=True)
             out["ctc"] = ctc
-            out["loss"] = (1 - self.cfg.ctc_weight) * rnnt + self.cfg.ctc_weight * ctc
+            out["loss"] = (1 - self.cfg.ctc_weight) * out["loss"] + self.cfg.ctc_weight * ctc
         return out
+
+    def _pruned_losses(self, enc: Tensor, enc_lens: Tensor, tokens: Tensor, token_lens: Tensor,
+                       warmup: float) -> dict[str, Tensor]:
+        from engine.losses.pruned import (prune_ranges, pruned_rnnt_loss, simple_logprobs)
+        from engine.losses.rnnt import rnnt_loss_from_logprobs
+
+        blank = tokens.new_full((tokens.shape[0], 1), self.cfg.blank)
+        pred, _ = self.predict(torch.cat([blank, tokens], 1))
+        emit, blank_lp = simple_logprobs(self.simple_am(enc), self.simple_lm(pred), tokens,
+                                         self.cfg.blank)
+        simple = rnnt_loss_from_logprobs(emit, blank_lp, enc_lens, token_lens).sum()
+        ranges = prune_ranges(emit, blank_lp, enc_lens, token_lens, self.cfg.prune_range)
+        pruned = pruned_rnnt_loss(
+            self.project_enc(enc), self.project_pred(pred),
+            lambda h: self.joiner.out(torch.tanh(h)), tokens, enc_lens, token_lens, ranges,
+            self.cfg.prune_range, self.cfg.blank).sum()
+        w = min(max(warmup, 0.0), 1.0)
+        s = self.cfg.simple_loss_scale
+        simple_scale = 1.0 - w * (1.0 - s)
+        pruned_scale = 0.1 + 0.9 * w
+        return {"rnnt": pruned, "simple": simple,
+                "loss": simple_scale * simple + pruned_scale * pruned}

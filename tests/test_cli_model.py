@@ -1,0 +1,81 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from engine.checkpoint import load_model
+from engine.compress.accounting import account
+
+ASRLAB = [sys.executable, "-m", "engine.cli"]
+
+
+def run(*args):
+    return subprocess.run(ASRLAB + [str(a) for a in args], capture_output=True, text=True)
+
+
+def test_tiny_experiment_writes_every_stage(tiny_run):
+    out, outputs = tiny_run
+    assert set(outputs) == {"model", "export", "eval"}
+    assert (out / "model" / "model.pt").exists() and (out / "export" / "tokens.txt").exists()
+    res = json.loads((out / "eval" / "results_test-clean.json").read_text())
+    assert res["bytes"] == (out / "export" / "model.pt").stat().st_size
+    hyps = (out / "eval" / "hyps_test-other.jsonl").read_text().splitlines()
+    assert len(hyps) == 20 and {"reference", "hypothesis", "substitutions"} <= set(json.loads(hyps[0]))
+
+
+def test_evaluate_json_contract(tiny_run, tiny):
+    out, _ = tiny_run
+    p = run("evaluate", out / "export" / "model.pt", "--data", tiny, "--split", "test-clean",
+            "--json")
+    assert p.returncode == 0, p.stderr
+    s = json.loads(p.stdout)
+    for key in ("wer", "wer_ci", "utterances", "params", "nonzero_params", "bytes",
+                "macs_per_second", "rtf"):
+        assert key in s, key
+    assert s["utterances"] == 20 and s["wer_ci"][0] <= s["wer"] <= s["wer_ci"][1]
+    assert s["bytes"] == (out / "export" / "model.pt").stat().st_size
+    assert s["rtf"] > 0 and s["macs_per_second"] > 0
+
+
+def test_inspect_json(tiny_run):
+    out, _ = tiny_run
+    p = run("inspect", out / "model" / "model.pt", "--json")
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    assert d["params"] > 0 and len(d["blocks"]) == 3
+    assert {"heads", "head_dim", "ffn1", "ffn2", "conv_channels", "kernel"} <= set(d["blocks"][0])
+
+
+def test_bad_model_files_fail_clearly(tmp_path, tiny):
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"not a model")
+    p = run("evaluate", bad, "--data", tiny, "--json")
+    assert p.returncode == 2 and "model.pt" in p.stderr and "Traceback" not in p.stderr
+    p = run("inspect", tmp_path / "missing.pt")
+    assert p.returncode == 2 and "no such model file" in p.stderr
+
+
+def test_train_rejects_bad_experiments_clearly(tmp_path):
+    f = tmp_path / "x.toml"
+    f.write_text("[[stages]]\nkind = 'distill'\nname = 'a'\n")
+    p = run("train", f)
+    assert p.returncode == 2 and "unknown stage kind 'distill'" in p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_accounting_is_measured_from_the_model(tiny_run):
+    out, _ = tiny_run
+    model, _ = load_model(out / "model" / "model.pt")
+    utts = [torch.randn(300, 80) for _ in range(2)]
+    a = account(model, utts, out / "export" / "model.pt", repeats=1)
+    with torch.no_grad():
+        model.encoder.blocks[0].ffn1.up.weight.zero_()
+    b = account(model, utts, repeats=1)
+    assert b["nonzero_params"] == a["nonzero_params"] - model.encoder.blocks[0].ffn1.up.weight.numel()
+    assert b["params"] == a["params"]
+    # a physically smaller model costs fewer MACs
+    model.encoder.blocks[0].ffn1.prune(torch.arange(8))
+    c = account(model, utts, repeats=1)
+    assert c["macs_per_second"] < a["macs_per_second"]

@@ -1,0 +1,45 @@
+from pathlib import Path
+
+import pytest
+
+from engine.config import ConfigError, load_experiment
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_shipped_experiment_parses():
+    files = sorted((ROOT / "experiments").glob("*.toml"))
+    assert {"tiny.toml", "demo.toml", "teacher.toml"} <= {f.name for f in files}
+    for f in files:
+        exp = load_experiment(f)
+        assert exp.stages
+
+
+@pytest.mark.parametrize("text,message", [
+    ("name = 'x'\n[[stages]\n", "invalid TOML"),
+    ("[[stages]]\nkind = 'prune_l0'\nname = 'a'\n",
+     "stages[0].kind: unknown stage kind 'prune_l0'; allowed: evaluate, export, train"),
+    ("[[stages]]\nkind = 'train'\nname = 'a'\n[stages.train]\nlearning_rate = 1\n",
+     "stages[0].train.learning_rate: unknown key"),
+    ("[[stages]]\nkind = 'train'\nname = 'a'\n[stages.model]\npreset = 'huge'\n",
+     "stages[0].model.preset: 'huge' is not allowed"),
+    ("[[stages]]\nkind = 'evaluate'\nname = 'e'\nmodel = 'nope'\n",
+     "stages[0].model: no earlier stage named 'nope'"),
+    ("[data]\ncorpus = 'builtin:tiny'\nvocab = 3\n[[stages]]\nkind = 'train'\nname = 'a'\n",
+     "data.vocab: unknown key"),
+    ("[[stages]]\nkind = 'train'\nname = 'a'\n[[stages]]\nkind = 'train'\nname = 'a'\n",
+     "duplicate stage name 'a'"),
+    ("[[stages]]\nkind = 'train'\nname = 'a'\n[stages.train]\nmax_steps = 0\n",
+     "stages[0].train.max_steps: Input should be greater than or equal to 1 (got 0)"),
+])
+def test_bad_experiments_name_the_key_and_value(tmp_path, text, message):
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_experiment(f)
+    assert str(e.value).startswith(str(f)) and message in str(e.value), str(e.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="no such experiment file"):
+        load_experiment(tmp_path / "nope.toml")

@@ -1,0 +1,97 @@
+import torch
+import torchaudio
+
+from tests.rnnt_reference import rnnt_loss_reference
+
+
+def test_torchaudio_rnnt_loss_matches_the_reference_with_gradients():
+    torch.manual_seed(0)
+    b, t, u, v = 3, 7, 4, 6
+    logits = torch.randn(b, t, u + 1, v, dtype=torch.float32, requires_grad=True)
+    targets = torch.randint(1, v, (b, u), dtype=torch.int32)
+    t_lens = torch.tensor([7, 5, 3], dtype=torch.int32)
+    u_lens = torch.tensor([4, 2, 0], dtype=torch.int32)  # padded batch, one empty target
+    ours = rnnt_loss_reference(logits.double(), targets.long(), t_lens, u_lens)
+    theirs = torchaudio.functional.rnnt_loss(logits, targets, t_lens, u_lens, blank=0,
+                                             reduction="none")
+    torch.testing.assert_close(theirs.double(), ours, rtol=1e-5, atol=1e-5)
+    g_ours, = torch.autograd.grad(ours.sum(), logits)
+    g_theirs, = torch.autograd.grad(theirs.sum(), logits)
+    # torchaudio leaves gradients of padded lattice cells undefined; compare valid cells
+    for i in range(b):
+        torch.testing.assert_close(g_theirs[i, : t_lens[i], : u_lens[i] + 1],
+                                   g_ours[i, : t_lens[i], : u_lens[i] + 1].float(),
+                                   rtol=1e-4, atol=1e-4)
+
+
+def test_pure_pytorch_loss_equals_torchaudio_costs_and_gradients():
+    from engine.losses.rnnt import rnnt_loss
+
+    torch.manual_seed(1)
+    b, t, u, v = 4, 12, 6, 9
+    logits = torch.randn(b, t, u + 1, v, requires_grad=True)
+    targets = torch.randint(1, v, (b, u), dtype=torch.int32)
+    t_lens = torch.tensor([12, 9, 4, 1], dtype=torch.int32)
+    u_lens = torch.tensor([6, 3, 0, 2], dtype=torch.int32)
+    ours = rnnt_loss(logits, targets, t_lens, u_lens)
+    theirs = torchaudio.functional.rnnt_loss(logits, targets, t_lens, u_lens, blank=0,
+                                             reduction="none")
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    g1, = torch.autograd.grad(ours.sum(), logits)
+    g2, = torch.autograd.grad(theirs.sum(), logits)
+    for i in range(b):
+        torch.testing.assert_close(g1[i, : t_lens[i], : u_lens[i] + 1],
+                                   g2[i, : t_lens[i], : u_lens[i] + 1], rtol=1e-4, atol=1e-4)
+
+
+def test_pruned_loss_equals_full_loss_when_the_band_covers_everything():
+    from engine.losses.pruned import prune_ranges, pruned_rnnt_loss, simple_logprobs
+    from engine.losses.rnnt import rnnt_loss
+
+    torch.manual_seed(2)
+    b, t, u, v, j = 3, 10, 4, 7, 8
+    enc = torch.randn(b, t, j, requires_grad=True)
+    pred = torch.randn(b, u + 1, j, requires_grad=True)
+    out = torch.nn.Linear(j, v)
+    targets = torch.randint(1, v, (b, u))
+    t_lens, u_lens = torch.tensor([10, 8, 5]), torch.tensor([4, 2, 3])
+    am, lm = torch.randn(b, t, v), torch.randn(b, u + 1, v)
+    e, bl = simple_logprobs(am, lm, targets)
+    ranges = prune_ranges(e, bl, t_lens, u_lens, s_range=u + 1)
+    assert torch.all(ranges == 0)
+    pruned = pruned_rnnt_loss(enc, pred, lambda h: out(torch.tanh(h)), targets, t_lens, u_lens,
+                              ranges, s_range=u + 1)
+    full = rnnt_loss(out(torch.tanh(enc[:, :, None] + pred[:, None])), targets, t_lens, u_lens)
+    torch.testing.assert_close(pruned, full, rtol=1e-5, atol=1e-5)
+    g1 = torch.autograd.grad(pruned.sum(), (enc, pred))
+    g2 = torch.autograd.grad(full.sum(), (enc, pred))
+    for a, b_ in zip(g1, g2):
+        torch.testing.assert_close(a, b_, rtol=1e-4, atol=1e-5)
+
+
+def test_simple_joiner_logprobs_match_an_explicit_softmax():
+    from engine.losses.pruned import simple_logprobs
+
+    torch.manual_seed(3)
+    am, lm = torch.randn(2, 5, 6) * 3, torch.randn(2, 4, 6) * 3
+    targets = torch.randint(1, 6, (2, 3))
+    e, bl = simple_logprobs(am, lm, targets)
+    lp = (am[:, :, None] + lm[:, None]).log_softmax(-1)
+    idx = torch.cat([targets, torch.zeros(2, 1, dtype=torch.long)], 1)
+    torch.testing.assert_close(bl, lp[..., 0])
+    torch.testing.assert_close(e, lp.gather(3, idx[:, None, :, None].expand(-1, 5, -1, 1))[..., 0])
+
+
+def test_pruned_bands_are_monotonic_connected_and_end_at_u():
+    from engine.losses.pruned import prune_ranges, simple_logprobs
+
+    torch.manual_seed(4)
+    b, t, u, v, s = 4, 30, 12, 9, 4
+    e, bl = simple_logprobs(torch.randn(b, t, v), torch.randn(b, u + 1, v),
+                            torch.randint(1, v, (b, u)))
+    t_lens, u_lens = torch.tensor([30, 25, 12, 30]), torch.tensor([12, 7, 12, 0])
+    r = prune_ranges(e, bl, t_lens, u_lens, s)
+    for i in range(b):
+        ri = r[i, : t_lens[i]]
+        assert ri[0] == 0 and torch.all(ri[1:] >= ri[:-1]) and torch.all(ri[1:] - ri[:-1] <= s - 1)
+        assert ri[-1] <= u_lens[i] <= ri[-1] + s - 1
