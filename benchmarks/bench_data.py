@@ -122,17 +122,22 @@ def main() -> None:
                 rows.append((f"tokens per word, unigram {v}, {label}",
                              f"n/a ({str(e).splitlines()[-1][-60:]})"))
 
+    report("Data pipeline", f"`benchmarks/bench_data.py --size {args.size}`", rows)
+
+
+def report(title: str, command: str, rows: list[tuple[str, str]]) -> None:
+    """Print ``rows`` and append them to BENCHMARKS.md under a dated, machine-stamped heading."""
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     width = max(len(k) for k, _ in rows)
-    print(f"\n## Data pipeline, {stamp}\n{machine()}\n")
+    print(f"\n## {title}, {stamp}\n{machine()}\n")
     for k, v in rows:
         print(f"{k:<{width}}  {v}")
     with open(ROOT / "BENCHMARKS.md", "a") as f:
         if f.tell() == 0:
             f.write("# Benchmarks\n\nFigures written by the scripts in `benchmarks/`; newest "
                     "sections last. Each section names its date and machine.\n")
-        f.write(f"\n## Data pipeline ({stamp})\n\n`benchmarks/bench_data.py --size {args.size}`"
-                f" on {machine()}\n\n| what | measured |\n|---|---|\n")
+        f.write(f"\n## {title} ({stamp})\n\n{command} on {machine()}\n\n"
+                "| what | measured |\n|---|---|\n")
         for k, v in rows:
             f.write(f"| {k} | {v} |\n")
 

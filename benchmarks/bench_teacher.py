@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--splits", default="test-clean,test-other")
     ap.add_argument("--max-utterances", type=int, default=400)
     ap.add_argument("--label", default=None)
+    ap.add_argument("--every", type=int, default=1, help="evaluate every Nth checkpoint")
     args = ap.parse_args()
 
     from engine.checkpoint import load_model
@@ -43,7 +44,7 @@ def main() -> None:
     corpus = Path(args.corpus or meta["corpus"])
     splits = args.splits.split(",")
     points = []
-    for ckpt in sorted((stage / "checkpoints").glob("step-*.pt")):
+    for ckpt in sorted((stage / "checkpoints").glob("step-*.pt"))[:: args.every]:
         st = torch.load(ckpt, map_location="cpu", weights_only=True)
         model, _ = load_model(ckpt)
         points.append((st["progress"]["train_seconds"] / 60, st["progress"]["step"], ckpt.name,

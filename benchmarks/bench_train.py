@@ -25,7 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench_data import machine  # noqa: E402
+from bench_data import report  # noqa: E402
 
 
 def matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
@@ -145,17 +145,8 @@ def main() -> None:
                      f"RTF greedy {decode_rtf(m, test, 'greedy'):.4f}, "
                      f"beam 4 {decode_rtf(m, test, 'beam'):.4f}"))
 
-    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    width = max(len(k) for k, _ in rows)
-    print(f"\n## Training and decoding speed, {stamp}\n{machine()}\n")
-    for k, v in rows:
-        print(f"{k:<{width}}  {v}")
-    with open(ROOT / "BENCHMARKS.md", "a") as f:
-        f.write(f"\n## Training and decoding speed ({stamp})\n\n`benchmarks/bench_train.py` on "
-                f"{machine()}; corpus {corpus.name}, vocabulary {tok.vocab_size}\n\n"
-                "| what | measured |\n|---|---|\n")
-        for k, v in rows:
-            f.write(f"| {k} | {v} |\n")
+    report("Training and decoding speed",
+           f"`benchmarks/bench_train.py --corpus {corpus}` (vocabulary {tok.vocab_size})", rows)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 from lhotse import CutSet, RecordingSet, SupervisionSet
@@ -42,6 +45,23 @@ def write_json_atomic(path: Path, obj) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2) + "\n")
     os.replace(tmp, path)
+
+
+@contextmanager
+def atomic_dir(target: Path):
+    """Yield a fresh folder beside ``target``; when the block succeeds it replaces ``target``,
+    when it fails it is removed. Nothing half-written is ever left at ``target``."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=target.name + ".partial-", dir=target.parent))
+    try:
+        yield work
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(work, target)
 
 
 def write_manifests(root: Path, split: str, recordings: RecordingSet,

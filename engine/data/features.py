@@ -19,8 +19,6 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
-import shutil
-import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
@@ -31,7 +29,7 @@ import torch
 import torchaudio
 from lhotse import CutSet, Features, LilcomChunkyWriter
 
-from engine.data.corpus import load_cuts, manifest_path, write_json_atomic
+from engine.data.corpus import atomic_dir, load_cuts, manifest_path, write_json_atomic
 
 FEATURES_VERSION = 1
 
@@ -120,9 +118,7 @@ def compute_features(corpus: Path, split: str, settings: FbankSettings = DEFAULT
         return CutSet.from_file(cuts_path)
     cuts = load_cuts(corpus, split).to_eager()
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(cuts)))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=target.name + ".partial-", dir=target.parent))
-    try:
+    with atomic_dir(target) as work:
         dicts = [c.to_dict() for c in cuts]
         # Shards of ~100 cuts: a fine-grained progress bar and balanced workers.
         step = max(1, min(100, -(-len(dicts) // jobs)))
@@ -153,12 +149,6 @@ def compute_features(corpus: Path, split: str, settings: FbankSettings = DEFAULT
                                                  ).resolve())
         CutSet.from_dicts(done).sort_by_duration().to_file(work / "cuts.jsonl.gz")
         write_json_atomic(work / "settings.json", {"split": split, **asdict(settings)})
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(work, target)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     return CutSet.from_file(cuts_path)
 
 

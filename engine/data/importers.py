@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,7 +30,7 @@ from lhotse import (AudioSource, CutSet, Recording, RecordingSet, SupervisionSeg
                     SupervisionSet, load_manifest)
 from lhotse.utils import fastcopy
 
-from engine.data.corpus import write_json_atomic, write_manifests
+from engine.data.corpus import atomic_dir, write_json_atomic, write_manifests
 
 SAMPLE_RATE = 16_000
 DURATION_TOLERANCE_S = 0.05
@@ -187,9 +185,7 @@ def _finish(out: Path, kind: str, source: str,
     out = Path(out).resolve()
     if out.exists() and not force:
         raise CorpusImportError(f"{out} already exists; choose another --out or pass --force")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=out.name + ".partial-", dir=out.parent))
-    try:
+    with atomic_dir(out) as work:
         for split, (recs, sups) in parts.items():
             recs, sups = validate(recs, sups, report, strict, declared_durations)
             if len(recs) == 0:
@@ -206,12 +202,6 @@ def _finish(out: Path, kind: str, source: str,
             "splits": [s for s, n in report.splits.items() if n],
             "utterances": report.kept, "skipped": len(report.skipped),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(work, out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     return report
 
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import sentencepiece as spm
+
+from engine.data.corpus import atomic_dir
 
 BLANK, SOS_EOS, UNK = "<blk>", "<sos/eos>", "<unk>"
 UNK_ID = 2
@@ -89,9 +89,7 @@ def train_tokenizer(texts: list[str], out_dir: Path, vocab_size: int = 256,
     if not texts:
         raise ValueError("no non-empty transcripts to train a tokenizer on")
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=out_dir.name + ".partial-", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as work:
         (work / "text.txt").write_text("\n".join(texts) + "\n")
         spm.SentencePieceTrainer.train(
             input=str(work / "text.txt"), model_prefix=str(work / "tokenizer"),
@@ -105,10 +103,4 @@ def train_tokenizer(texts: list[str], out_dir: Path, vocab_size: int = 256,
         report = TokenizerReport(str(out_dir), tok.vocab_size, model_type,
                                  round(tok.tokens_per_word(texts), 3), len(texts))
         (work / "settings.json").write_text(json.dumps(report.__dict__, indent=2) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(work, out_dir)
-        return report
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+    return report
