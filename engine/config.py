@@ -40,9 +40,12 @@ class ModelConfig(_Strict):
     left_chunks: int | None = Field(None, ge=-1)
     ctc_weight: float | None = Field(None, ge=0.0, lt=1.0)
     dropout: float | None = Field(None, ge=0.0, lt=1.0)
-    loss: Literal["pruned", "full"] = Field(
-        "pruned", description="pruned: k2-style pruned RNN-T; full: torchaudio's full lattice")
+    loss: Literal["pruned", "full", "torchaudio"] = Field(
+        "pruned", description="pruned: k2-style pruned RNN-T; full: the pure-PyTorch loss over "
+                              "the whole lattice; torchaudio: torchaudio's rnnt_loss")
     prune_range: int = Field(5, ge=2, description="band of u per frame for the pruned loss")
+    simple_loss_scale: float = Field(0.5, ge=0.0, le=1.0,
+                                     description="weight of the simple joiner's loss after warm-up")
 
 
 class TrainConfig(_Strict):

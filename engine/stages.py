@@ -108,7 +108,8 @@ def run_train(stage: TrainStage, ctx: Context) -> dict:
                                 "ctc_weight": m.ctc_weight, "dropout": m.dropout}.items()
               if v is not None}
     cfg = preset(m.preset, vocab_size=tok.vocab_size, streaming=m.streaming,
-                 predictor=m.predictor, loss=m.loss, prune_range=m.prune_range, **kwargs)
+                 predictor=m.predictor, loss=m.loss, prune_range=m.prune_range,
+                 simple_loss_scale=m.simple_loss_scale, **kwargs)
     torch.manual_seed(ctx.exp.seed)  # the initial weights depend on the seed alone
     model = build(cfg, stats)
     if stage.init_from:
@@ -145,8 +146,6 @@ def run_train(stage: TrainStage, ctx: Context) -> dict:
 # ----- evaluate ----------------------------------------------------------------------------------
 def batches_of(cuts, max_seconds: float = 60.0):
     """Cached-feature batches of whole cuts, longest first (less padding)."""
-    from engine.data.batching import cut_text
-
     cuts = sorted(cuts, key=lambda c: -c.duration)
     batch, total = [], 0.0
     for c in cuts:

@@ -74,10 +74,12 @@ def tiny(*, vocab_size: int, streaming: bool = False, predictor: str = "stateles
 PRESETS = {"teacher": teacher, "student-m": student_m, "student-s": student_s, "tiny": tiny}
 
 
-def preset(name: str, loss: str = "pruned", prune_range: int = 5, **kwargs) -> TransducerConfig:
+def preset(name: str, loss: str = "pruned", prune_range: int = 5, simple_loss_scale: float = 0.5,
+           **kwargs) -> TransducerConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown model preset {name!r}; expected one of {sorted(PRESETS)}")
-    return replace(PRESETS[name](**kwargs), loss=loss, prune_range=prune_range)
+    return replace(PRESETS[name](**kwargs), loss=loss, prune_range=prune_range,
+                   simple_loss_scale=simple_loss_scale)
 
 
 def build(cfg: TransducerConfig, cmvn_stats: dict | None = None) -> Transducer:

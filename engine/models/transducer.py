@@ -23,6 +23,9 @@ from torch import Tensor, nn
 from engine.models.conformer import ConformerEncoder, EncoderConfig
 
 
+LOSSES = ("pruned", "full", "torchaudio")
+
+
 @dataclass(frozen=True)
 class PredictorConfig:
     kind: str = "stateless"  # "stateless" or "lstm"
@@ -40,7 +43,9 @@ class TransducerConfig:
     joiner_dim: int = 256
     ctc_weight: float = 0.0  # auxiliary CTC head on the encoder (before time reduction)
     blank: int = 0
-    loss: str = "pruned"  # "pruned" (k2-style, engine/losses/pruned.py) or "full" (torchaudio)
+    # "pruned": k2-style pruned loss (engine/losses/pruned.py); "full": our pure-PyTorch loss over
+    # the whole lattice (engine/losses/rnnt.py); "torchaudio": torchaudio.functional.rnnt_loss
+    loss: str = "pruned"
     prune_range: int = 5
     simple_loss_scale: float = 0.5
 
@@ -108,8 +113,8 @@ class Transducer(nn.Module):
         self.joiner = Joiner(cfg.encoder.d_model, self.predictor.out_dim, cfg.joiner_dim,
                              cfg.vocab_size)
         self.ctc = nn.Linear(cfg.encoder.d_model, cfg.vocab_size) if cfg.ctc_weight > 0 else None
-        if cfg.loss not in ("pruned", "full"):
-            raise ValueError(f"unknown transducer loss {cfg.loss!r}; expected 'pruned' or 'full'")
+        if cfg.loss not in LOSSES:
+            raise ValueError(f"unknown transducer loss {cfg.loss!r}; expected one of {LOSSES}")
         # the pruned loss's "simple" joiner: linear heads on each side (training only)
         self.simple_am = (nn.Linear(cfg.encoder.d_model, cfg.vocab_size)
                           if cfg.loss == "pruned" else None)
@@ -123,7 +128,7 @@ class Transducer(nn.Module):
         """Drop the training-only heads (CTC, the pruned loss's simple joiner), in place: they
         are not part of the deployed model, so they count in no size or cost."""
         self.ctc = self.simple_am = self.simple_lm = None
-        self.cfg = replace(self.cfg, ctc_weight=0.0, loss="full")
+        self.cfg = replace(self.cfg, ctc_weight=0.0, loss="torchaudio")
         return self
 
     # ----- the three parts ---------------------------------------------------------------------
@@ -161,6 +166,12 @@ class Transducer(nn.Module):
             enc, enc_lens = self.encoder(x, x_lens)
         if self.cfg.loss == "pruned":
             out = self._pruned_losses(enc, enc_lens, tokens, token_lens, warmup)
+        elif self.cfg.loss == "full":
+            from engine.losses.rnnt import rnnt_loss
+
+            logits = self.lattice_logits(enc, tokens)
+            rnnt = rnnt_loss(logits, tokens, enc_lens, token_lens, self.cfg.blank).sum()
+            out = {"rnnt": rnnt, "loss": rnnt}
         else:
             logits = self.lattice_logits(enc, tokens)
             rnnt = torchaudio.functional.rnnt_loss(
