@@ -237,6 +237,49 @@ def evaluate(
                f"(1 thread)")
 
 
+@app.command("compare")
+def compare(
+    model_a: Path = typer.Argument(..., help="Baseline model file."),
+    model_b: Path = typer.Argument(..., help="Model compared against it."),
+    data: str = typer.Option(..., "--data", help="Corpus folder or builtin:tiny|demo|full."),
+    split: str = typer.Option("test-clean", help="Split to score both on."),
+    decoding: str = typer.Option("greedy", help="greedy, beam or streaming."),
+    max_utterances: Optional[int] = typer.Option(None, help="Score only the first N."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """WER of B minus WER of A on the same utterances, with a paired-bootstrap 95% interval."""
+    from engine.checkpoint import load_model
+    from engine.evaluate import UtteranceResult, paired_bootstrap
+    from engine.stages import evaluate_model, model_tokenizer, resolve_corpus
+
+    try:
+        corpus = resolve_corpus(data)
+        runs = []
+        for path in (model_a, model_b):
+            m, meta = load_model(path)
+            tok = model_tokenizer(meta)
+            if tok is None:
+                _fail(f"{path}: has no embedded tokenizer (train it with `asrlab train`)")
+            res = evaluate_model(m, tok, corpus, split, decoding, max_utterances=max_utterances,
+                                 accounting_utterances=2)
+            runs.append(res)
+    except _user_errors_all() as e:
+        _fail(str(e))
+    fields = ("cut_id", "reference", "hypothesis", "ref_words", "substitutions", "deletions",
+              "insertions")
+    a, b = ([UtteranceResult(**{k: u[k] for k in fields}) for u in r["utterances"]] for r in runs)
+    d = paired_bootstrap(a, b)
+    out = {"split": split, "wer_a": runs[0]["summary"]["wer"], "wer_b": runs[1]["summary"]["wer"],
+           "delta": d["delta"], "delta_ci": d["ci"], "p_b_better": d["p_b_better"],
+           "utterances": d["utterances"]}
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+        return
+    typer.echo(f"{split}: A {out['wer_a']:.2f}%  B {out['wer_b']:.2f}%  B-A {out['delta']:+.2f} "
+               f"points (95% CI {d['ci'][0]:+.2f} to {d['ci'][1]:+.2f}; B better in "
+               f"{100 * d['p_b_better']:.0f}% of resamples) on {d['utterances']} utterances")
+
+
 @app.command("inspect")
 def inspect_model(
     model: Path = typer.Argument(..., help="A model file, export folder or checkpoint."),

@@ -79,3 +79,12 @@ def test_accounting_is_measured_from_the_model(tiny_run):
     model.encoder.blocks[0].ffn1.prune(torch.arange(8))
     c = account(model, utts, repeats=1)
     assert c["macs_per_second"] < a["macs_per_second"]
+
+
+def test_compare_gives_a_paired_interval(tiny_run, tiny):
+    out, _ = tiny_run
+    m = out / "export" / "model.pt"
+    p = run("compare", m, m, "--data", tiny, "--split", "dev", "--json")
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    assert d["delta"] == 0 and d["delta_ci"] == [0.0, 0.0] and d["utterances"] == 20
