@@ -111,7 +111,9 @@ def streaming_greedy_search(model: Transducer, feats: Tensor, feat_lens: Tensor,
     (default: one attention chunk), the encoder runs on its caches, and the predictor state carries
     over. One utterance at a time (streams have their own lengths)."""
     cfg = model.cfg.encoder
-    assert cfg.chunk_size > 0 and cfg.causal, "streaming search needs a streaming (causal, chunked) model"
+    if not (cfg.chunk_size > 0 and cfg.causal):
+        raise ValueError("streaming decoding needs a streaming model (causal, chunked: train it "
+                         "with streaming = true); this model attends to the full utterance")
     step = chunk_frames or cfg.chunk_size * 4
     out = []
     for i in range(feats.shape[0]):

@@ -88,3 +88,9 @@ def test_compare_gives_a_paired_interval(tiny_run, tiny):
     assert p.returncode == 0, p.stderr
     d = json.loads(p.stdout)
     assert d["delta"] == 0 and d["delta_ci"] == [0.0, 0.0] and d["utterances"] == 20
+
+
+def test_streaming_decoding_of_a_full_context_model_is_refused_clearly(tiny_run, tiny):
+    out, _ = tiny_run
+    p = run("evaluate", out / "export" / "model.pt", "--data", tiny, "--decoding", "streaming")
+    assert p.returncode == 2 and "streaming model" in p.stderr and "Traceback" not in p.stderr
