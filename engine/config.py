@@ -40,6 +40,8 @@ class ModelConfig(_Strict):
     left_chunks: int | None = Field(None, ge=-1)
     ctc_weight: float | None = Field(None, ge=0.0, lt=1.0)
     dropout: float | None = Field(None, ge=0.0, lt=1.0)
+    time_reduction: bool = Field(True, description="merge frame pairs after block 2: 12.5 Hz "
+                                                   "into the joiner instead of 25 Hz")
     loss: Literal["pruned", "full", "torchaudio"] = Field(
         "pruned", description="pruned: k2-style pruned RNN-T; full: the pure-PyTorch loss over "
                               "the whole lattice; torchaudio: torchaudio's rnnt_loss")
@@ -168,7 +170,9 @@ def parse_experiment(data: dict, source: str = "<experiment>") -> Experiment:
         raise ConfigError(f"{source}: {_message(e)}") from None
 
 
-def load_experiment(path: Path | str) -> Experiment:
+def read_experiment(path: Path | str) -> dict:
+    """The experiment file as plain data (sweeps edit it before parsing), named after the file
+    unless it names itself."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: no such experiment file")
@@ -176,5 +180,11 @@ def load_experiment(path: Path | str) -> Experiment:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a text file ({e.reason})") from None
     data.setdefault("name", path.stem)
-    return parse_experiment(data, str(path))
+    return data
+
+
+def load_experiment(path: Path | str) -> Experiment:
+    return parse_experiment(read_experiment(path), str(path))

@@ -41,33 +41,37 @@ def _transducer(vocab_size: int, enc: EncoderConfig, pred_dim: int, joiner: int,
 
 def teacher(*, vocab_size: int, streaming: bool = False, predictor: str = "stateless",
             chunk_size: int = 16, left_chunks: int = 4, ctc_weight: float = 0.3,
-            dropout: float = 0.1) -> TransducerConfig:
+            dropout: float = 0.1, time_reduction: bool = True) -> TransducerConfig:
     """About 8 M parameters: 6 blocks of 256, 4 heads, FFN 768, conv 256."""
-    enc = _encoder(256, 6, 4, 768, 256, 15, 64, streaming, chunk_size, left_chunks, 1, dropout)
+    enc = _encoder(256, 6, 4, 768, 256, 15, 64, streaming, chunk_size, left_chunks,
+                   1 if time_reduction else None, dropout)
     return _transducer(vocab_size, enc, 256, 256, predictor, ctc_weight)
 
 
 def student_m(*, vocab_size: int, streaming: bool = False, predictor: str = "stateless",
               chunk_size: int = 16, left_chunks: int = 4, ctc_weight: float = 0.3,
-              dropout: float = 0.1) -> TransducerConfig:
+              dropout: float = 0.1, time_reduction: bool = True) -> TransducerConfig:
     """About 3.5 M parameters: 5 blocks of 192, 4 heads, FFN 448, conv 192."""
-    enc = _encoder(192, 5, 4, 448, 192, 15, 48, streaming, chunk_size, left_chunks, 1, dropout)
+    enc = _encoder(192, 5, 4, 448, 192, 15, 48, streaming, chunk_size, left_chunks,
+                   1 if time_reduction else None, dropout)
     return _transducer(vocab_size, enc, 192, 192, predictor, ctc_weight)
 
 
 def student_s(*, vocab_size: int, streaming: bool = False, predictor: str = "stateless",
               chunk_size: int = 16, left_chunks: int = 4, ctc_weight: float = 0.3,
-              dropout: float = 0.1) -> TransducerConfig:
+              dropout: float = 0.1, time_reduction: bool = True) -> TransducerConfig:
     """About 1.5 M parameters: 4 blocks of 128, 4 heads, FFN 384, conv 128."""
-    enc = _encoder(128, 4, 4, 384, 128, 15, 32, streaming, chunk_size, left_chunks, 1, dropout)
+    enc = _encoder(128, 4, 4, 384, 128, 15, 32, streaming, chunk_size, left_chunks,
+                   1 if time_reduction else None, dropout)
     return _transducer(vocab_size, enc, 128, 128, predictor, ctc_weight)
 
 
 def tiny(*, vocab_size: int, streaming: bool = False, predictor: str = "stateless",
          chunk_size: int = 8, left_chunks: int = 2, ctc_weight: float = 0.3,
-         dropout: float = 0.0) -> TransducerConfig:
+         dropout: float = 0.0, time_reduction: bool = True) -> TransducerConfig:
     """For tests: a few hundred thousand parameters, 3 blocks of 64."""
-    enc = _encoder(64, 3, 2, 128, 64, 7, 16, streaming, chunk_size, left_chunks, 1, dropout)
+    enc = _encoder(64, 3, 2, 128, 64, 7, 16, streaming, chunk_size, left_chunks,
+                   1 if time_reduction else None, dropout)
     return _transducer(vocab_size, enc, 64, 64, predictor, ctc_weight)
 
 

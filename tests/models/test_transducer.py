@@ -15,9 +15,30 @@ def test_encode_predict_join_and_losses():
         logits = model.join(model.project_enc(enc)[:, :, None], model.project_pred(pred)[:, None])
         assert logits.shape == (2, enc.shape[1], 6, 32)
         out = model(x, lens, tokens, tlens)
-        assert set(out) == {"loss", "rnnt", "ctc"} and torch.isfinite(out["loss"])
+        # the default loss is the pruned one: its simple joiner's loss is a term of its own
+        assert set(out) == {"loss", "rnnt", "ctc", "simple"} and torch.isfinite(out["loss"])
         out["loss"].backward()
         assert all(p.grad is not None for p in model.encoder.parameters() if p.requires_grad)
+
+
+def test_each_loss_gives_its_terms_and_gradients():
+    x, lens = torch.randn(2, 200, 80), torch.tensor([200, 150])
+    tokens, tlens = torch.randint(3, 32, (2, 6)), torch.tensor([6, 4])
+    for loss, terms in (("torchaudio", {"loss", "rnnt", "ctc"}), ("full", {"loss", "rnnt", "ctc"}),
+                        ("pruned", {"loss", "rnnt", "ctc", "simple"})):
+        torch.manual_seed(0)
+        model = build(preset("tiny", vocab_size=32, loss=loss))
+        out = model(x, lens, tokens, tlens)
+        assert set(out) == terms, (loss, set(out))
+        out["loss"].backward()
+        assert model.joiner.out.weight.grad.abs().sum() > 0, loss
+
+
+def test_time_reduction_halves_the_joiner_frame_rate():
+    x, lens = torch.randn(1, 400, 80), torch.tensor([400])
+    _, l8 = build(preset("tiny", vocab_size=32)).encode(x, lens)
+    _, l4 = build(preset("tiny", vocab_size=32, time_reduction=False)).encode(x, lens)
+    assert int(l4) in (2 * int(l8), 2 * int(l8) - 1), (int(l4), int(l8))
 
 
 def test_stateless_predictor_zeroes_minus_one_ids():
