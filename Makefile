@@ -33,7 +33,8 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/asrlab corpus synth --size demo --out $(DEMO_DIR)
 	$(BIN)/asrlab corpus info $(DEMO_DIR)
-	$(BIN)/asrlab train experiments/demo.toml --out $(ASRLAB_HOME)/runs/demo
+	$(BIN)/asrlab run experiments/demo.toml --wait
+	$(BIN)/asrlab results
 
 test: setup
 	$(BIN)/python -m pytest -q
@@ -41,6 +42,8 @@ test: setup
 bench: setup
 	$(BIN)/python benchmarks/bench_data.py
 	$(BIN)/python benchmarks/bench_train.py --corpus $(DEMO_DIR)
+	$(BIN)/python benchmarks/bench_loss.py
+	$(BIN)/python benchmarks/bench_engine.py
 
 clean:
 	rm -rf $(VENV) lab data .pytest_cache

@@ -304,6 +304,285 @@ def inspect_model(
                    f"conv {b['conv_channels']}x{b['kernel']}, {b['params']:,} params")
 
 
+# ----- the engine: background runs ---------------------------------------------------------------
+supervisor_app = typer.Typer(no_args_is_help=True,
+                             help="The one background process that runs stages and writes the store.")
+app.add_typer(supervisor_app, name="supervisor")
+
+
+def _home() -> Path:
+    from engine.stages import lab_home
+
+    return lab_home()
+
+
+def _engine_errors():
+    from engine.config import ConfigError
+    from engine.runner.client import EngineError
+
+    return (*_user_errors(), ConfigError, EngineError)
+
+
+@supervisor_app.command("start")
+def supervisor_start(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Start the supervisor in the background (``run`` does this on demand)."""
+    from engine.runner.client import start_supervisor
+
+    try:
+        info = start_supervisor(_home())
+    except _engine_errors() as e:
+        _fail(str(e))
+    typer.echo(json.dumps(info) if as_json else f"supervisor {info['pid']} running for {info['home']}")
+
+
+@supervisor_app.command("stop")
+def supervisor_stop(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Stop the supervisor; running stages go on and the next supervisor adopts them."""
+    from engine.runner.client import stop_supervisor
+
+    info = stop_supervisor(_home())
+    typer.echo(json.dumps(info) if as_json else
+               ("supervisor stopped" if not info["running"] else "supervisor still running"))
+
+
+@supervisor_app.command("status")
+def supervisor_status(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Whether the supervisor runs, its pid and its log."""
+    from engine.runner.client import supervisor_info
+
+    info = supervisor_info(_home())
+    if as_json:
+        typer.echo(json.dumps(info))
+    elif info["running"]:
+        typer.echo(f"supervisor {info['pid']} running for {info['home']} ({info['workers']} "
+                   f"worker(s)); log: {info['log']}")
+    else:
+        typer.echo(f"no supervisor running for {info['home']}")
+
+
+def _submit(experiment: Path, grids: list[str], executor: str = "local") -> list[dict]:
+    from engine.config import read_experiment
+    from engine.runner.client import send, start_supervisor
+    from engine.runner.graph import expand_grid, new_run_id, parse_grid, prepare_run
+    from engine.runner.supervisor import lab_paths
+    from engine.stages import resolve_corpus
+
+    home = _home()
+    data = read_experiment(experiment)
+    combos = expand_grid(data, parse_grid(grids), str(experiment))
+    for _, exp in combos:  # a corpus folder that is not there fails now, not in a worker
+        if not exp.data.corpus.startswith("builtin:"):
+            resolve_corpus(exp.data.corpus)
+    sweep = new_run_id(f"sweep-{combos[0][1].name}") if grids else None
+    runs = [prepare_run(exp, lab_paths(home)["runs"], str(experiment), sweep, assignment,
+                        executor) for assignment, exp in combos]
+    start_supervisor(home)
+    for rec in runs:
+        send(home, "submit", run_dir=rec["run_dir"])
+    return runs
+
+
+def _print_status(runs: list[dict]) -> None:
+    for r in runs:
+        typer.echo(f"{r['run_id']}  {r['state']}")
+        for s in r["stages"]:
+            extra = ""
+            m = s.get("last_metrics") or {}
+            if m:
+                extra = f"  step {m.get('step')} loss {m.get('loss', float('nan')):.3f}"
+            if s.get("reused_from"):
+                extra += f"  (reused {s['reused_from']})"
+            if s.get("error"):
+                extra += f"  error: {s['error']}"
+            typer.echo(f"  {s['name']:<12} {s['kind']:<9} {s['state']:<9} "
+                       f"{100 * (s['progress'] or 0):5.1f}%{extra}")
+
+
+def _print_results(rows: list[dict]) -> None:
+    if not rows:
+        typer.echo("no evaluated models yet")
+        return
+    typer.echo(f"{'run':<34} {'stage':<10} {'split':<11} {'WER %':>7} {'95% CI':>15} "
+               f"{'params':>10} {'bytes':>11} {'MMACs/s':>8} {'RTF':>7}")
+    for r in rows:
+        ci = f"[{r['wer_ci'][0]:.1f}, {r['wer_ci'][1]:.1f}]"
+        typer.echo(f"{r['run_id']:<34} {r['stage']:<10} {r['split']:<11} {r['wer']:>7.2f} "
+                   f"{ci:>15} {r['params'] or 0:>10,} {r['bytes'] or 0:>11,} "
+                   f"{(r['macs_per_second'] or 0) / 1e6:>8.1f} {r['rtf'] or 0:>7.4f}")
+
+
+def _wait(run_ids: list[str]) -> str:
+    """Show progress until every run ends; returns the worst final state."""
+    import time as _time
+
+    from engine.runner.client import status
+
+    last = None
+    while True:
+        runs = [status(_home(), rid)[0] for rid in run_ids]
+        view = [(r["run_id"], s["name"], s["state"], round(100 * (s["progress"] or 0)))
+                for r in runs for s in r["stages"]]
+        if view != last:
+            for r in runs:
+                line = ", ".join(f"{s['name']} {s['state']}"
+                                 + (f" {100 * (s['progress'] or 0):.0f}%" if s["state"] == "running" else "")
+                                 for s in r["stages"])
+                typer.echo(f"{_time.strftime('%H:%M:%S')} {r['run_id']}: {line}")
+            last = view
+        states = [r["state"] for r in runs]
+        if all(st in ("done", "failed", "cancelled") for st in states):
+            for st in ("failed", "cancelled", "done"):
+                if st in states:
+                    return st
+        _time.sleep(2.0)
+
+
+@app.command("run")
+def run_cmd(
+    experiment: Path = typer.Argument(..., help="Experiment TOML (see experiments/)."),
+    as_json: bool = typer.Option(False, "--json", help='Print {"run_id": ...}.'),
+    wait: bool = typer.Option(False, "--wait", help="Show progress until the run ends, then "
+                                                    "its results."),
+) -> None:
+    """Submit an experiment; its stages run in the background (returns at once)."""
+    from engine.runner.client import results
+
+    try:
+        rec = _submit(experiment, [])[0]
+    except _engine_errors() as e:
+        _fail(str(e))
+    if as_json:
+        typer.echo(json.dumps({"run_id": rec["run_id"]}))
+    else:
+        typer.echo(f"submitted run {rec['run_id']} ({len(rec['stages'])} stages); follow it with "
+                   f"`asrlab status {rec['run_id']}`")
+    if wait:
+        final = _wait([rec["run_id"]])
+        _print_results(results(_home(), rec["run_id"]))
+        if final != "done":
+            _fail(f"run {rec['run_id']} {final}; `asrlab status {rec['run_id']}` and "
+                  f"`asrlab logs {rec['run_id']}` say why, `asrlab resume {rec['run_id']}` "
+                  f"continues it")
+
+
+@app.command("sweep")
+def sweep_cmd(
+    experiment: Path = typer.Argument(..., help="Experiment TOML."),
+    grid: list[str] = typer.Option(..., "--grid", help="FIELD=V1,V2,... e.g. "
+                                   "stages.model.model.preset=student-m,student-s or seed=1,2"),
+    as_json: bool = typer.Option(False, "--json", help='Print {"run_ids": [...]}.'),
+    wait: bool = typer.Option(False, "--wait", help="Show progress until every run ends."),
+) -> None:
+    """Submit one run per combination of the grid's values; identical stages run once."""
+    try:
+        runs = _submit(experiment, grid)
+    except _engine_errors() as e:
+        _fail(str(e))
+    ids = [r["run_id"] for r in runs]
+    if as_json:
+        typer.echo(json.dumps({"run_ids": ids, "sweep_id": runs[0]["sweep_id"]}))
+    else:
+        for r in runs:
+            typer.echo(f"submitted run {r['run_id']}: " + ", ".join(
+                f"{k}={v}" for k, v in r["assignment"].items()))
+    if wait:
+        _wait(ids)
+
+
+@app.command("status")
+def status_cmd(
+    run: Optional[str] = typer.Argument(None, help="A run id (default: every run)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Runs and their stages: state, progress, last metrics, errors."""
+    from engine.runner.client import status
+
+    try:
+        runs = status(_home(), run)
+    except _engine_errors() as e:
+        _fail(str(e))
+    if as_json:
+        typer.echo(json.dumps(runs[0] if run else runs, indent=2))
+    elif runs:
+        _print_status(runs)
+    else:
+        typer.echo("no runs yet: `asrlab run experiments/tiny.toml`")
+
+
+@app.command("logs")
+def logs_cmd(
+    run: str = typer.Argument(..., help="A run id."),
+    stage: Optional[str] = typer.Argument(None, help="One stage (default: all)."),
+    follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing until the run ends."),
+) -> None:
+    """A run's worker logs (stdout and stderr of every stage, tracebacks included)."""
+    import time as _time
+
+    from engine.runner.client import log_files, status
+
+    try:
+        files = log_files(_home(), run, stage)
+    except _engine_errors() as e:
+        _fail(str(e))
+    pos = {f: 0 for f in files}
+    while True:
+        for f in files:
+            if f.exists() and f.stat().st_size > pos[f]:
+                with open(f, errors="replace") as fh:
+                    fh.seek(pos[f])
+                    text = fh.read()
+                    pos[f] = fh.tell()
+                prefix = f"[{f.stem}] " if len(files) > 1 else ""
+                for line in text.splitlines():
+                    typer.echo(prefix + line)
+        if not follow or status(_home(), run)[0]["state"] in ("done", "failed", "cancelled"):
+            if follow:  # what was written between the last read and the end
+                follow = False
+                continue
+            return
+        _time.sleep(1.0)
+
+
+def _run_command(op: str, run: str) -> None:
+    from engine.runner.client import send, start_supervisor, status
+
+    try:
+        status(_home(), run)  # names a run that exists
+        start_supervisor(_home())
+        send(_home(), op, run_id=run)
+    except _engine_errors() as e:
+        _fail(str(e))
+
+
+@app.command("cancel")
+def cancel_cmd(run: str = typer.Argument(..., help="A run id.")) -> None:
+    """Stop a run's running stages and mark them and its queued stages cancelled."""
+    _run_command("cancel", run)
+    typer.echo(f"cancelling {run}; `asrlab resume {run}` continues it later")
+
+
+@app.command("resume")
+def resume_cmd(run: str = typer.Argument(..., help="A run id.")) -> None:
+    """Continue a run's failed, killed or cancelled stages (training from its last checkpoint)."""
+    _run_command("resume", run)
+    typer.echo(f"resuming {run}")
+
+
+@app.command("results")
+def results_cmd(
+    run: Optional[str] = typer.Argument(None, help="Only this run."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """One row per evaluated model and split: WER with its 95% interval, params, bytes, MACs, RTF."""
+    from engine.runner.client import results
+
+    rows = results(_home(), run)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+    else:
+        _print_results(rows)
+
+
 def main() -> None:
     app(prog_name="asrlab")
 

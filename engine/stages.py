@@ -45,8 +45,11 @@ def resolve_corpus(spec: str, progress: bool = False) -> Path:
                              + ", ".join(f"builtin:{s}" for s in SIZES))
         path = lab_home() / "corpora" / size
         meta = path / "corpus.json"
-        if not meta.exists() or not json.loads(meta.read_text()).get("complete"):
-            synthesize(path, size=size, seed=0, progress=progress)
+        from engine.locks import file_lock
+
+        with file_lock(path.parent / f".{size}.lock"):  # workers side by side make it once
+            if not meta.exists() or not json.loads(meta.read_text()).get("complete"):
+                synthesize(path, size=size, seed=0, progress=progress)
         return path
     path = Path(spec).expanduser().resolve()
     check_corpus(path)
@@ -55,12 +58,26 @@ def resolve_corpus(spec: str, progress: bool = False) -> Path:
 
 def corpus_tokenizer(corpus: Path, vocab_size: int, model_type: str) -> Tokenizer:
     from engine.data.corpus import load_supervisions
+    from engine.locks import file_lock
 
     path = tokenizer_dir(corpus, vocab_size, model_type)
-    if not (path / "tokenizer.model").exists():
-        texts = [s.text for s in load_supervisions(corpus, "train")]
-        train_tokenizer(texts, path, vocab_size, model_type)
+    with file_lock(corpus / ".prepare.lock"):
+        if not (path / "tokenizer.model").exists():
+            texts = [s.text for s in load_supervisions(corpus, "train")]
+            train_tokenizer(texts, path, vocab_size, model_type)
     return Tokenizer(path)
+
+
+def split_features(corpus: Path, split: str, progress: bool = False):
+    """Cached-feature cuts of one split; workers side by side compute a cache once."""
+    from engine.locks import file_lock
+
+    with file_lock(corpus / ".prepare.lock"):
+        return compute_features(corpus, split, progress=progress)
+
+
+def _no_event(type_: str, **data) -> None:
+    pass
 
 
 @dataclass
@@ -70,6 +87,9 @@ class Context:
     progress: bool = True
     log: Callable[[str], None] = print
     outputs: dict[str, dict] = field(default_factory=dict)
+    # events for the store (metrics, progress, evaluations, artifacts): a background stage's
+    # worker spools them for the supervisor; a foreground run drops them
+    emit: Callable[..., None] = _no_event
     _corpus: Path | None = None
     _tok: Tokenizer | None = None
 
@@ -101,7 +121,7 @@ def run_train(stage: TrainStage, ctx: Context) -> dict:
 
     out = ctx.out / stage.name
     tok = ctx.tokenizer
-    cuts = compute_features(ctx.corpus, ctx.exp.data.train_split, progress=ctx.progress)
+    cuts = split_features(ctx.corpus, ctx.exp.data.train_split, progress=ctx.progress)
     stats = train_cmvn(ctx.corpus)
     m = stage.model
     kwargs = {k: v for k, v in {"chunk_size": m.chunk_size, "left_chunks": m.left_chunks,
@@ -109,7 +129,8 @@ def run_train(stage: TrainStage, ctx: Context) -> dict:
               if v is not None}
     cfg = preset(m.preset, vocab_size=tok.vocab_size, streaming=m.streaming,
                  predictor=m.predictor, loss=m.loss, prune_range=m.prune_range,
-                 simple_loss_scale=m.simple_loss_scale, **kwargs)
+                 simple_loss_scale=m.simple_loss_scale, time_reduction=m.time_reduction,
+                 **kwargs)
     torch.manual_seed(ctx.exp.seed)  # the initial weights depend on the seed alone
     model = build(cfg, stats)
     if stage.init_from:
@@ -122,7 +143,14 @@ def run_train(stage: TrainStage, ctx: Context) -> dict:
         total = stage.train.max_steps
         bar = tqdm(total=total, desc=f"train {stage.name}", unit="step", mininterval=1.0)
 
+    limits = stage.train
+
     def on_metrics(row: dict) -> None:
+        ctx.emit("metrics", step=row["step"], data=row)
+        done = row["step"] / limits.max_steps
+        if limits.max_minutes:
+            done = max(done, row["train_minutes"] / limits.max_minutes)
+        ctx.emit("progress", progress=min(done, 0.99))
         if bar is not None:
             bar.n = row["step"]
             bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.2e}",
@@ -130,7 +158,8 @@ def run_train(stage: TrainStage, ctx: Context) -> dict:
                             minutes=f"{row['train_minutes']:.1f}")
             bar.refresh()
 
-    trainer = Trainer(model, cuts, tok, stage.train, out, seed=ctx.exp.seed, on_metrics=on_metrics)
+    trainer = Trainer(model, cuts, tok, stage.train, out, seed=ctx.exp.seed, on_metrics=on_metrics,
+                      log=ctx.log)
     path = trainer.run()
     if bar is not None:
         bar.close()
@@ -167,7 +196,7 @@ def evaluate_model(model: Transducer, tok: Tokenizer, corpus: Path, split: str,
     from engine.decode import decode
     from engine.evaluate import score_utterance, summarize
 
-    cuts = compute_features(corpus, split)
+    cuts = split_features(corpus, split)
     if max_utterances:
         cuts = cuts.subset(first=max_utterances)
     model.eval()
@@ -195,10 +224,10 @@ def run_evaluate(stage: EvaluateStage, ctx: Context) -> dict:
     tok = model_tokenizer(meta) or ctx.tokenizer
     out = ctx.out / stage.name
     out.mkdir(parents=True, exist_ok=True)
-    artifact = ctx.outputs[stage.model].get("artifact") or model_path
+    artifact = artifact_of(ctx, model_path)
     method = "streaming" if stage.streaming else stage.decoding
     summaries = {}
-    for split in stage.splits:
+    for i, split in enumerate(stage.splits):
         res = evaluate_model(model, tok, ctx.corpus, split, method, stage.beam,
                              stage.max_utterances, artifact=Path(artifact))
         write_json_atomic(out / f"results_{split}.json", res["summary"])
@@ -206,12 +235,24 @@ def run_evaluate(stage: EvaluateStage, ctx: Context) -> dict:
             for u in res["utterances"]:
                 f.write(json.dumps(u) + "\n")
         summaries[split] = res["summary"]
+        ctx.emit("eval", split=split, model=str(model_path), summary=res["summary"])
+        ctx.emit("hyps", split=split, rows=res["utterances"])
+        ctx.emit("progress", progress=(i + 1) / len(stage.splits))
         s = res["summary"]
         ctx.log(f"{stage.name} {split}: WER {s['wer']:.2f}% "
                 f"[{s['wer_ci'][0]:.2f}, {s['wer_ci'][1]:.2f}] on {s['utterances']} utterances; "
                 f"{s['params']:,} params, {s['bytes']:,} bytes, "
                 f"{s['macs_per_second'] / 1e6:.1f} M MACs/s, RTF {s['rtf']:.4f}")
     return {"results": summaries, "model": str(model_path)}
+
+
+def artifact_of(ctx: Context, model_path: Path) -> Path:
+    """The exported artifact of ``model_path`` when an export stage made one (its bytes are the
+    size), else the model file itself."""
+    for out in ctx.outputs.values():
+        if out.get("artifact") and out.get("model") == str(model_path):
+            return Path(out["artifact"])
+    return Path(model_path)
 
 
 # ----- export ------------------------------------------------------------------------------------
@@ -221,7 +262,7 @@ def run_export(stage: ExportStage, ctx: Context) -> dict:
     src = ctx.model_of(stage.model)
     out = ctx.out / stage.name
     info = export_torch(src, out)
-    ctx.outputs[stage.model]["artifact"] = info["artifact"]
+    ctx.emit("artifact", kind="export", path=info["artifact"], bytes=info["bytes"])
     ctx.log(f"{stage.name}: {info['artifact']} ({info['bytes']:,} bytes)")
     return {**info, "model": str(src)}
 

@@ -88,3 +88,146 @@ def make_librispeech_tree(corpus: Path, dest: Path, per_split: int = 6,
         planted["missing"] = f"{spk}-7-9004"
         trans.write_text("\n".join(lines) + "\n")
     return planted
+
+
+class Lab:
+    """A lab under ``home`` driven through the real ``asrlab`` command line, for engine tests:
+    writes tiny experiments, runs commands, waits for runs, reads the store, and at the end
+    stops the supervisor and any worker still running."""
+
+    def __init__(self, home: Path, corpus: Path, tmp: Path) -> None:
+        import sys
+
+        self.home, self.corpus, self.tmp = Path(home), Path(corpus), Path(tmp)
+        self.db = self.home / "lab.duckdb"
+        self.python = sys.executable
+        self._n = 0
+
+    def experiment(self, steps: int = 20, checkpoint_every: int = 10, log_every: int = 5,
+                   utterances: int = 10) -> Path:
+        """A tiny train -> export -> evaluate experiment on the tiny corpus."""
+        self._n += 1
+        path = self.tmp / f"exp{self._n}.toml"
+        path.write_text(f"""name = "t{self._n}"
+seed = 0
+[data]
+corpus = "{self.corpus}"
+vocab_size = 64
+[[stages]]
+kind = "train"
+name = "model"
+[stages.model]
+preset = "tiny"
+[stages.train]
+max_steps = {steps}
+max_duration = 20.0
+warmup_steps = 10
+log_every = {log_every}
+checkpoint_every = {checkpoint_every}
+keep_checkpoints = 2
+[[stages]]
+kind = "export"
+name = "export"
+model = "model"
+[[stages]]
+kind = "evaluate"
+name = "eval"
+model = "model"
+splits = ["test-clean"]
+max_utterances = {utterances}
+""")
+        return path
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 120):
+        import os
+        import subprocess
+
+        p = subprocess.run([self.python, "-m", "engine.cli", *args], capture_output=True,
+                           text=True, timeout=timeout,
+                           env={**os.environ, "ASRLAB_HOME": str(self.home)})
+        if not check:
+            return p
+        assert p.returncode == 0, f"asrlab {' '.join(args)}: {p.stderr}"
+        return p.stdout
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.home / "runs" / run_id
+
+    def status(self, run_id: str) -> dict:
+        from engine.runner.client import status
+
+        return status(self.home, run_id)[0]
+
+    def stage(self, run_id: str, name: str) -> dict:
+        return next(s for s in self.status(run_id)["stages"] if s["name"] == name)
+
+    def wait_for(self, cond, what: str, timeout: float = 300.0) -> None:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while not cond():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}")
+            time.sleep(0.25)
+
+    def wait(self, run_id: str, timeout: float = 400.0) -> dict:
+        """The run's status once it has ended (done, failed or cancelled) and nothing of it is
+        still running."""
+        out = {}
+
+        def ended() -> bool:
+            out["st"] = self.status(run_id)
+            return out["st"]["state"] in ("done", "failed", "cancelled")
+
+        self.wait_for(ended, f"run {run_id} to end", timeout)
+        return out["st"]
+
+    def query(self, sql: str, params: list | None = None) -> list[tuple]:
+        from engine.store import read
+
+        return [tuple(r.values()) for r in read(self.db, sql, params)]
+
+    def assert_ingested_exactly_once(self, run_id: str) -> None:
+        """Every event line in the run's spools is in the store once: counts per kind agree,
+        and each spool's committed offset is its size."""
+        import json
+
+        kinds: dict[str, int] = {}
+        metric_steps: dict[str, set] = {}
+        for spool in (self.run_dir(run_id) / "spool").glob("*.jsonl"):
+            for line in spool.read_text().splitlines():
+                try:
+                    ev = json.loads(line)
+                except ValueError:
+                    continue
+                kinds[ev["type"]] = kinds.get(ev["type"], 0) + 1
+                if ev["type"] == "metrics":
+                    metric_steps.setdefault(spool.stem, set()).add(ev["step"])
+            self.wait_for(lambda: self.query(
+                "SELECT offset_ FROM spool_offsets WHERE source = ?", [str(spool)])
+                == [(spool.stat().st_size,)], f"{spool} to be ingested")
+        logs = self.query("SELECT count(*) FROM logs WHERE run_id = ?", [run_id])[0][0]
+        assert logs == kinds.get("log", 0), (logs, kinds)
+        metrics = self.query("SELECT stage, count(*) FROM metrics WHERE run_id = ? GROUP BY 1",
+                             [run_id])
+        assert dict(metrics) == {k: len(v) for k, v in metric_steps.items()}, metrics
+        evals = self.query("SELECT count(*) FROM evals WHERE run_id = ?", [run_id])[0][0]
+        assert evals == kinds.get("eval", 0)
+
+    def shutdown(self) -> None:
+        import os
+        import signal
+
+        from engine.runner.client import status, stop_supervisor
+
+        try:
+            pids = [s["pid"] for r in status(self.home) for s in r["stages"]
+                    if s["state"] == "running" and s["pid"]]
+        except Exception:  # noqa: BLE001 - cleaning up after a failed test
+            pids = []
+        stop_supervisor(self.home, timeout=20)
+        for pid in pids:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass

@@ -77,9 +77,11 @@ class Progress:
 class Trainer:
     def __init__(self, model: Transducer, cuts: CutSet, tokenizer: Tokenizer, cfg: TrainConfig,
                  out: Path, seed: int = 0,
-                 on_metrics: Callable[[dict], None] | None = None) -> None:
+                 on_metrics: Callable[[dict], None] | None = None,
+                 log: Callable[[str], None] | None = None) -> None:
         self.model, self.cuts, self.cfg, self.out, self.seed = model, cuts, cfg, Path(out), seed
         self.on_metrics = on_metrics
+        self.log = log or (lambda line: None)
         self.ckpt_dir = self.out / "checkpoints"
         self.specaug_gen = torch.Generator().manual_seed(seed)
         self.dataset = TransducerDataset(
@@ -140,6 +142,7 @@ class Trainer:
         if self.dataset.noise is not None and st["rng"]["noise"] is not None:
             self.dataset.noise.rng.bit_generator.state = st["rng"]["noise"]
         self._truncate_metrics(self.progress.step)
+        self.log(f"resumed from {ckpts[-1]} (step {self.progress.step})")
         return True
 
     def _truncate_metrics(self, step: int) -> None:

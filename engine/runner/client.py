@@ -1,0 +1,171 @@
+"""What the CLI (and later the explorer) does with the engine, without ever writing the store:
+start or find the supervisor, drop commands into its queue folder, and read the store with
+short read-only connections."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from engine.locks import try_lock
+from engine.runner.supervisor import lab_paths
+from engine.store import loads, read
+
+STATES = ("queued", "running", "done", "failed", "cancelled")
+
+
+class EngineError(RuntimeError):
+    """Something the user can fix: no such run, a supervisor that will not start."""
+
+
+# ----- the supervisor ---------------------------------------------------------------------------
+def supervisor_info(home: Path) -> dict:
+    p = lab_paths(home)
+    fd = try_lock(p["lock"])
+    running = fd is None
+    if fd is not None:
+        os.close(fd)
+    info = {}
+    if p["info"].exists():
+        try:
+            info = json.loads(p["info"].read_text())
+        except ValueError:
+            info = {}
+    return {"pid": info.get("pid") if running else None, "running": running,
+            "home": str(Path(home).resolve()), "started": info.get("started") if running else None,
+            "workers": info.get("workers"), "log": str(p["log"])}
+
+
+def start_supervisor(home: Path, timeout: float = 30.0) -> dict:
+    info = supervisor_info(home)
+    if info["running"]:
+        return info
+    p = lab_paths(home)
+    p["home"].mkdir(parents=True, exist_ok=True)
+    p["info"].unlink(missing_ok=True)
+    with open(p["log"], "a") as log:
+        subprocess.Popen([sys.executable, "-m", "engine.runner.supervisor"], stdout=log,
+                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                         env={**os.environ, "ASRLAB_HOME": str(p["home"])},
+                         start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = supervisor_info(home)
+        if info["running"] and info["pid"]:
+            return info
+        time.sleep(0.1)
+    raise EngineError(f"the supervisor did not start within {timeout:.0f} s; see {p['log']}")
+
+
+def stop_supervisor(home: Path, timeout: float = 30.0) -> dict:
+    info = supervisor_info(home)
+    if not info["running"]:
+        return info
+    send(home, "stop")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and supervisor_info(home)["running"]:
+        time.sleep(0.1)
+    return supervisor_info(home)
+
+
+def send(home: Path, op: str, **fields) -> Path:
+    """Queue a command for the supervisor (written whole, then renamed into the queue)."""
+    folder = lab_paths(home)["commands"]
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}-{op}.json"
+    tmp = folder / f".{name}.tmp"
+    tmp.write_text(json.dumps({"op": op, **fields}))
+    os.replace(tmp, folder / name)
+    return folder / name
+
+
+# ----- reading ----------------------------------------------------------------------------------
+def run_state(states: list[str]) -> str:
+    if "running" in states:
+        return "running"
+    if "failed" in states:
+        return "failed"
+    if "cancelled" in states:
+        return "cancelled"
+    if states and all(s == "done" for s in states):
+        return "done"
+    return "running" if "done" in states else "queued"
+
+
+def _pending_run(home: Path, run_id: str) -> dict | None:
+    """A run submitted but not yet registered by the supervisor: queued, from its folder."""
+    f = lab_paths(home)["runs"] / run_id / "run.json"
+    if not f.exists():
+        return None
+    rec = json.loads(f.read_text())
+    return {"run_id": run_id, "name": rec["name"], "state": "queued", "sweep_id": rec["sweep_id"],
+            "created": rec["created"], "run_dir": rec["run_dir"],
+            "stages": [{"name": s["name"], "kind": s["kind"], "state": "queued", "progress": 0.0,
+                        "attempt": 0, "executor": rec.get("executor", "local")}
+                       for s in rec["stages"]]}
+
+
+def status(home: Path, run_id: str | None = None) -> list[dict]:
+    db = lab_paths(home)["db"]
+    where, params = ("WHERE r.run_id = ?", [run_id]) if run_id else ("", [])
+    rows = read(db, f"""
+        SELECT r.run_id, r.name, r.sweep_id, r.created, r.run_dir, r.executor, s.name AS stage,
+               s.kind, s.state, s.progress, s.attempt, s.pid, s.error, s.last_metrics,
+               s.reused_from, s.started, s.ended
+        FROM runs r JOIN stages s USING (run_id) {where}
+        ORDER BY r.created, s.position""", params)
+    runs: dict[str, dict] = {}
+    for r in rows:
+        run = runs.setdefault(r["run_id"], {
+            "run_id": r["run_id"], "name": r["name"], "sweep_id": r["sweep_id"],
+            "created": r["created"], "run_dir": r["run_dir"], "stages": []})
+        run["stages"].append({
+            "name": r["stage"], "kind": r["kind"], "state": r["state"],
+            "progress": round(r["progress"] or 0.0, 4), "attempt": r["attempt"],
+            "pid": r["pid"], "error": r["error"], "executor": r["executor"] or "local",
+            "last_metrics": loads(r["last_metrics"]), "reused_from": r["reused_from"],
+            "started": r["started"], "ended": r["ended"]})
+    for run in runs.values():
+        run["state"] = run_state([s["state"] for s in run["stages"]])
+    if run_id and run_id not in runs:
+        pending = _pending_run(home, run_id)
+        if pending is None:
+            raise EngineError(f"no run {run_id!r} under {lab_paths(home)['home']}")
+        return [pending]
+    if not run_id:  # runs whose submission the supervisor has not picked up yet
+        queue = lab_paths(home)["commands"]
+        for f in sorted(queue.glob("*-submit.json")) if queue.exists() else []:
+            try:
+                rid = Path(json.loads(f.read_text())["run_dir"]).name
+            except (ValueError, KeyError, OSError):
+                continue
+            if rid not in runs and (p := _pending_run(home, rid)):
+                runs[rid] = p
+    return list(runs.values())
+
+
+def results(home: Path, run_id: str | None = None) -> list[dict]:
+    where, params = ("WHERE e.run_id = ?", [run_id]) if run_id else ("", [])
+    rows = read(lab_paths(home)["db"], f"""
+        SELECT e.run_id, r.name AS run_name, e.stage, e.split, e.decoding, e.model, e.wer,
+               e.wer_lo, e.wer_hi, e.utterances, e.params, e.nonzero_params, e.bytes,
+               e.macs_per_second, e.rtf
+        FROM evals e JOIN runs r USING (run_id) {where}
+        ORDER BY r.created, e.stage, e.split""", params)
+    for r in rows:
+        r["wer_ci"] = [r.pop("wer_lo"), r.pop("wer_hi")]
+    return rows
+
+
+def log_files(home: Path, run_id: str, stage: str | None = None) -> list[Path]:
+    run_dir = lab_paths(home)["runs"] / run_id
+    if not run_dir.exists():
+        raise EngineError(f"no run {run_id!r} under {lab_paths(home)['home']}")
+    names = [stage] if stage else [s["name"] for s in json.loads(
+        (run_dir / "run.json").read_text())["stages"]]
+    return [run_dir / "logs" / f"{n}.log" for n in names]

@@ -1,0 +1,177 @@
+"""Runs from experiments: the stage graph, stage identity, sweep grids, run folders.
+
+- ``stage_deps``: the stages each stage waits for (the model it takes, the stage it starts from,
+  and for ``evaluate`` an earlier ``export`` of the same model, whose file is the size).
+- ``stage_hashes``: a stage's identity is its resolved config, the data, the seed and its inputs'
+  identities; two runs of a sweep with the same identity for a stage compute it once.
+- ``expand_grid``: ``--grid stages.student.model.preset=student-m,student-s`` (a stage is named by
+  its ``name``) and ``--grid seed=1,2`` over one experiment, as a cross product.
+- ``prepare_run``: the run folder with its resolved experiment and provenance (config hash, git
+  revision, library versions, host, seed); the supervisor registers it from there.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import platform
+import secrets
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+from engine.config import ConfigError, Experiment, parse_experiment
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def stage_deps(exp: Experiment) -> dict[str, list[str]]:
+    deps: dict[str, list[str]] = {}
+    for i, st in enumerate(exp.stages):
+        d = []
+        if st.kind == "train":
+            if st.init_from:
+                d.append(st.init_from)
+        else:
+            d.append(st.model)
+        if st.kind == "evaluate":
+            d += [e.name for e in exp.stages[:i] if e.kind == "export" and e.model == st.model]
+        deps[st.name] = d
+    return deps
+
+
+def stage_hashes(exp: Experiment) -> dict[str, str]:
+    deps, out = stage_deps(exp), {}
+    common = {"data": exp.data.model_dump(mode="json"), "seed": exp.seed}
+    for st in exp.stages:
+        key = {"stage": st.model_dump(mode="json"), **common,
+               "inputs": [out[d] for d in deps[st.name]]}
+        out[st.name] = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return out
+
+
+def config_hash(exp: Experiment) -> str:
+    body = exp.model_dump(mode="json")
+    body.pop("name", None)
+    body.pop("description", None)
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ----- sweeps -----------------------------------------------------------------------------------
+def parse_value(text: str):
+    """A grid value as TOML reads it (numbers, booleans, quoted strings), else a bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_grid(specs: list[str]) -> list[tuple[str, list]]:
+    grid = []
+    for spec in specs:
+        if "=" not in spec:
+            raise ConfigError(f"--grid {spec!r}: expected FIELD=VALUE1,VALUE2,...")
+        key, values = spec.split("=", 1)
+        vals = [parse_value(v.strip()) for v in values.split(",") if v.strip()]
+        if not key.strip() or not vals:
+            raise ConfigError(f"--grid {spec!r}: expected FIELD=VALUE1,VALUE2,...")
+        grid.append((key.strip(), vals))
+    return grid
+
+
+def set_field(data: dict, path: str, value) -> None:
+    """Set ``path`` (dotted; ``stages.NAME.rest`` addresses the stage called NAME) in ``data``."""
+    parts = path.split(".")
+    node = data
+    if parts[0] == "stages":
+        if len(parts) < 3:
+            raise ConfigError(f"--grid {path}: expected stages.STAGE_NAME.FIELD")
+        names = [s.get("name") for s in data.get("stages", [])]
+        if parts[1] not in names:
+            raise ConfigError(f"--grid {path}: no stage named {parts[1]!r}; stages: "
+                              f"{', '.join(map(str, names))}")
+        node, parts = data["stages"][names.index(parts[1])], parts[2:]
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--grid {path}: {p!r} is not a table")
+    node[parts[-1]] = value
+
+
+def expand_grid(data: dict, grid: list[tuple[str, list]], source: str
+                ) -> list[tuple[dict, Experiment]]:
+    """Every combination of the grid's values applied to the experiment ``data``, each parsed
+    (and so validated) on its own: ``[(assignment, experiment), ...]``."""
+    keys = [k for k, _ in grid]
+    out = []
+    for combo in itertools.product(*[v for _, v in grid]) if grid else [()]:
+        d = copy.deepcopy(data)
+        assignment = dict(zip(keys, combo))
+        for k, v in assignment.items():
+            set_field(d, k, v)
+        label = ", ".join(f"{k}={v}" for k, v in assignment.items())
+        out.append((assignment, parse_experiment(d, f"{source}{' [' + label + ']' if label else ''}")))
+    return out
+
+
+# ----- run folders ------------------------------------------------------------------------------
+def git_revision() -> str | None:
+    try:
+        rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5)
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "-uno"],
+                               capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if rev.returncode != 0:
+        return None
+    return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": sys.version.split()[0]}
+    for pkg in ("torch", "torchaudio", "lhotse", "duckdb", "sentencepiece", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def new_run_id(name: str) -> str:
+    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in name)[:40]
+    return f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{safe}-{secrets.token_hex(2)}"
+
+
+def prepare_run(exp: Experiment, runs_dir: Path, experiment_path: str = "",
+                sweep_id: str | None = None, assignment: dict | None = None,
+                executor: str = "local") -> dict:
+    """Create the run folder; returns the run record the supervisor registers."""
+    run_id = new_run_id(exp.name)
+    run_dir = Path(runs_dir) / run_id
+    try:
+        run_dir.mkdir(parents=True)
+        (run_dir / "spool").mkdir()
+    except OSError as e:
+        raise ConfigError(f"{run_dir}: cannot create the run folder: {e.strerror or e}") from None
+    from engine.data.corpus import write_json_atomic
+
+    write_json_atomic(run_dir / "experiment.json", exp.model_dump(mode="json"))
+    deps, hashes = stage_deps(exp), stage_hashes(exp)
+    record = {
+        "run_id": run_id, "name": exp.name, "experiment": experiment_path,
+        "sweep_id": sweep_id, "config_hash": config_hash(exp), "git_rev": git_revision(),
+        "versions": library_versions(), "host": platform.node(), "seed": exp.seed,
+        "executor": executor, "run_dir": str(run_dir), "created": time.time(),
+        "assignment": assignment or {},
+        "stages": [{"name": s.name, "kind": s.kind, "position": i, "deps": deps[s.name],
+                    "stage_hash": hashes[s.name]} for i, s in enumerate(exp.stages)],
+    }
+    write_json_atomic(run_dir / "run.json", record)
+    return record

@@ -1,0 +1,454 @@
+"""The supervisor: the one process that writes the store and starts stage workers.
+
+``python -m engine.runner.supervisor`` (``asrlab supervisor start`` runs it in the background).
+Under ``ASRLAB_HOME`` it holds ``supervisor.lock`` for its lifetime (one supervisor per lab), and
+loops, a few times a second:
+
+1. **commands**: ``commands/*.json`` files written by the CLI or the explorer (submit, cancel,
+   resume, stop); a command file is deleted only after the flush that records its effect, so a
+   supervisor killed in between redoes it (every command is idempotent);
+2. **workers**: notices workers that ended (a ``kill -9`` shows as a signal);
+3. **spools**: reads every active run's spools from the committed offsets and applies the events;
+4. **scheduling**: starts queued stages whose inputs are done, at most ``workers`` at once; a stage
+   whose identity matches a finished stage of another run in the same sweep reuses its outputs;
+5. **flush**: about twice a second, one transaction of events, stage states and spool offsets;
+   the file is closed in between so readers get their window. A flush that finds a reader
+   holding the file keeps everything in memory and tries again.
+
+Workers run in their own sessions: stopping or killing the supervisor does not stop them. A new
+supervisor finds them by pid, ingests what they spooled meanwhile, and watches them to the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+
+from engine.locks import try_lock
+from engine.runner.spool import SpoolWriter, read_new
+from engine.store import Writer, is_lock_error
+
+TERMINAL = ("done", "failed", "cancelled")
+CANCEL_GRACE_S = 15.0
+TICK_S = 0.2
+FLUSH_EVERY_S = 0.5
+
+
+def lab_paths(home: Path) -> dict[str, Path]:
+    home = Path(home)
+    return {"home": home, "db": home / "lab.duckdb", "runs": home / "runs",
+            "commands": home / "commands", "lock": home / "supervisor.lock",
+            "info": home / "supervisor.json", "log": home / "supervisor.log"}
+
+
+def default_workers() -> int:
+    """Stages at once: half the cores (each stage's torch gets two threads), at least one."""
+    env = os.environ.get("ASRLAB_WORKERS")
+    return max(1, int(env)) if env else max(1, (os.cpu_count() or 2) // 2)
+
+
+def signal_name(code: int) -> str:
+    try:
+        return f"{signal.Signals(code).name} ({code})"
+    except ValueError:
+        return str(code)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        return state not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+def _is_our_worker(pid: int, run_dir: str, stage: str) -> bool:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"engine.runner.worker" in cmd and run_dir.encode() in cmd and stage.encode() in cmd
+
+
+class Supervisor:
+    def __init__(self, home: Path, workers: int | None = None) -> None:
+        self.paths = lab_paths(Path(home).resolve())
+        self.workers = workers or default_workers()
+        self.threads = int(os.environ.get("ASRLAB_THREADS") or 0) or max(
+            1, (os.cpu_count() or 2) // self.workers)
+        self.writer = Writer(self.paths["db"])
+        self.runs: dict[str, dict] = {}
+        self.stages: dict[tuple[str, str], dict] = {}
+        self.procs: dict[tuple[str, str], subprocess.Popen | int] = {}
+        self.cancel_at: dict[tuple[str, str], float] = {}
+        self.dirty: set[tuple[str, str]] = set()
+        self.done_commands: list[Path] = []
+        self.active: set[str] = set()
+        self.offsets: dict[str, int] = {}
+        self.stop = False
+        self.last_flush = 0.0
+        self.flush_delay = FLUSH_EVERY_S
+
+    # ----- start-up ----------------------------------------------------------------------------
+    def load(self) -> None:
+        """Rebuild the in-memory state from the store, then catch up with the spools."""
+        w = self.writer
+        cols = ("run_id", "name", "sweep_id", "run_dir", "created", "executor")
+        for r in w.query(f"SELECT {', '.join(cols)} FROM runs"):
+            self.runs[r[0]] = dict(zip(cols, r))
+        scols = ("run_id", "name", "kind", "position", "deps", "stage_hash", "state", "progress",
+                 "pid", "attempt", "started", "ended", "error", "outputs", "last_metrics",
+                 "reused_from")
+        for r in w.query(f"SELECT {', '.join(scols)} FROM stages"):
+            st = dict(zip(scols, r))
+            st["deps"] = json.loads(st["deps"] or "[]")
+            self.stages[(st["run_id"], st["name"])] = st
+        self.offsets = w.load_offsets()
+        self.active = set(self.runs)  # every run's spools are read once at start
+        self.ingest()  # what workers spooled while no supervisor ran, launches included
+        for key, st in self.stages.items():
+            if st["state"] == "running":
+                run_dir = self.runs[key[0]]["run_dir"]
+                ours = st["pid"] and _pid_alive(st["pid"]) and _is_our_worker(
+                    st["pid"], run_dir, key[1])
+                # adopted and watched by pid; -1: it ended unwatched (reap marks it failed)
+                self.procs[key] = st["pid"] if ours else -1
+
+    # ----- commands ----------------------------------------------------------------------------
+    def commands(self) -> None:
+        folder = self.paths["commands"]
+        if not folder.exists():
+            return
+        for f in sorted(folder.glob("*.json")):
+            if f in self.done_commands:
+                continue
+            try:
+                cmd = json.loads(f.read_text())
+                getattr(self, f"cmd_{cmd['op']}")(cmd)
+            except (ValueError, KeyError, AttributeError, OSError) as e:
+                self.say(f"ignored command {f.name}: {type(e).__name__}: {e}")
+            self.done_commands.append(f)
+
+    def cmd_submit(self, cmd: dict) -> None:
+        run_dir = Path(cmd["run_dir"])
+        rec = json.loads((run_dir / "run.json").read_text())
+        run_id = rec["run_id"]
+        if run_id in self.runs:
+            return
+        exp = (run_dir / "experiment.json").read_text()
+        self.runs[run_id] = {k: rec[k] for k in ("run_id", "name", "sweep_id", "run_dir",
+                                                  "created", "executor")}
+        self.writer.add("runs", {**rec, "config": exp, "versions": json.dumps(rec["versions"])})
+        for s in rec["stages"]:
+            st = {"run_id": run_id, **s, "state": "queued", "progress": 0.0, "pid": None,
+                  "attempt": 0, "started": None, "ended": None, "error": None, "outputs": None,
+                  "last_metrics": None, "reused_from": None}
+            self.stages[(run_id, s["name"])] = st
+            self.dirty.add((run_id, s["name"]))
+        self.active.add(run_id)
+        self.say(f"run {run_id} submitted ({len(rec['stages'])} stages)")
+
+    def cmd_cancel(self, cmd: dict) -> None:
+        for key, st in self._run_stages(cmd["run_id"]):
+            if st["state"] == "queued":
+                self._set(key, state="cancelled", ended=time.time())
+            elif st["state"] == "running" and key not in self.cancel_at:
+                self.cancel_at[key] = time.time()
+                self._signal(key, signal.SIGTERM)
+        self.say(f"run {cmd['run_id']} cancelled")
+
+    def cmd_resume(self, cmd: dict) -> None:
+        for key, st in self._run_stages(cmd["run_id"]):
+            if st["state"] in ("failed", "cancelled"):
+                self._set(key, state="queued", error=None, ended=None)
+        self.active.add(cmd["run_id"])
+        self.say(f"run {cmd['run_id']} resumed")
+
+    def cmd_stop(self, cmd: dict) -> None:
+        self.stop = True
+
+    def _run_stages(self, run_id: str):
+        if run_id not in self.runs:
+            raise KeyError(f"no run {run_id!r}")
+        return sorted(((k, s) for k, s in self.stages.items() if k[0] == run_id),
+                      key=lambda ks: ks[1]["position"])
+
+    # ----- events ------------------------------------------------------------------------------
+    def _set(self, key: tuple[str, str], **changes) -> None:
+        self.stages[key].update(changes)
+        self.dirty.add(key)
+
+    def ingest(self, only: tuple[str, str] | None = None) -> int:
+        n = 0
+        runs = [only[0]] if only else list(self.active)
+        for run_id in runs:
+            spool_dir = Path(self.runs[run_id]["run_dir"]) / "spool"
+            files = [spool_dir / f"{only[1]}.jsonl"] if only else sorted(spool_dir.glob("*.jsonl"))
+            for path in files:
+                source = str(path)
+                stage = path.stem
+                for start, nxt, ev, err in read_new(path, self.offsets.get(source, 0)):
+                    if err:
+                        self.say(err)
+                        self.writer.add("ingest_errors", {"source": source, "offset_": start,
+                                                          "error": err, "ts": time.time()})
+                    elif (run_id, stage) in self.stages:
+                        self.apply(run_id, stage, source, start, ev)
+                    self.offsets[source] = nxt
+                    self.writer.set_offset(source, nxt)
+                    n += 1
+        return n
+
+    def apply(self, run_id: str, stage: str, source: str, offset: int, ev: dict) -> None:
+        key, t, ts = (run_id, stage), ev["type"], ev.get("ts", time.time())
+        base = {"run_id": run_id, "stage": stage, "ts": ts}
+        if t == "state":
+            s = ev["state"]
+            if s == "running":
+                self._set(key, state="running", pid=ev.get("pid"), started=ts,
+                          attempt=ev.get("attempt", self.stages[key]["attempt"]), error=None)
+            elif s == "done":
+                self._set(key, state="done", progress=1.0, ended=ts,
+                          outputs=json.dumps(ev.get("outputs", {})))
+            elif s in ("failed", "cancelled"):
+                self._set(key, state=s, ended=ts, error=ev.get("error"))
+        elif t == "progress":
+            self._set(key, progress=float(ev["progress"]))
+        elif t == "metrics":
+            self.writer.add("metrics", {**base, "step": int(ev["step"]),
+                                        "data": json.dumps(ev["data"])})
+            self._set(key, last_metrics=json.dumps(ev["data"]))
+        elif t == "eval":
+            s = ev["summary"]
+            self.writer.add("evals", {**base, "split": ev["split"], "model": ev.get("model"),
+                                      "decoding": s.get("decoding"), "wer": s["wer"],
+                                      "wer_lo": s["wer_ci"][0], "wer_hi": s["wer_ci"][1],
+                                      "utterances": s["utterances"], "params": s.get("params"),
+                                      "nonzero_params": s.get("nonzero_params"),
+                                      "bytes": s.get("bytes"),
+                                      "macs_per_second": s.get("macs_per_second"),
+                                      "rtf": s.get("rtf"), "summary": json.dumps(s)})
+        elif t == "hyps":
+            for u in ev["rows"]:
+                self.writer.add("hyps", {"run_id": run_id, "stage": stage, "split": ev["split"],
+                                         **{k: u.get(k) for k in (
+                                             "cut_id", "reference", "hypothesis", "ref_words",
+                                             "substitutions", "deletions", "insertions")}})
+        elif t == "artifact":
+            self.writer.add("artifacts", {"run_id": run_id, "stage": stage, "kind": ev["kind"],
+                                          "path": ev["path"], "bytes": ev.get("bytes")})
+        elif t == "log":
+            self.writer.add("logs", {**base, "source": source, "offset_": offset,
+                                     "line": ev["line"]})
+
+    # ----- workers -----------------------------------------------------------------------------
+    def _signal(self, key, sig) -> None:
+        p = self.procs.get(key)
+        pid = p.pid if isinstance(p, subprocess.Popen) else p
+        if pid and pid > 0:
+            try:
+                os.killpg(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def reap(self) -> None:
+        now = time.time()
+        for key, p in list(self.procs.items()):
+            if isinstance(p, subprocess.Popen):
+                code = p.poll()
+                if code is None:
+                    alive = True
+                else:
+                    alive = False
+                    why = (f"worker killed by signal {signal_name(-code)}" if code < 0 else
+                           f"worker exited with status {code} without reporting; see "
+                           f"`asrlab logs {key[0]} {key[1]}`")
+            else:
+                alive = p > 0 and _pid_alive(p)
+                why = (f"worker (pid {self.stages[key]['pid']}) ended without reporting while "
+                       f"no supervisor watched "
+                       f"it; `asrlab resume {key[0]}` continues from its last checkpoint")
+            if alive:
+                if key in self.cancel_at and now - self.cancel_at[key] > CANCEL_GRACE_S:
+                    self._signal(key, signal.SIGKILL)
+                continue
+            del self.procs[key]
+            self.ingest(only=key)  # its last words first
+            st = self.stages[key]
+            if st["state"] == "running":
+                if key in self.cancel_at:
+                    self._set(key, state="cancelled", ended=now)
+                else:
+                    self._set(key, state="failed", ended=now, error=why)
+                    self.say(f"{key[0]}/{key[1]}: {why}")
+            self.cancel_at.pop(key, None)
+
+    def schedule(self) -> None:
+        running = len(self.procs)
+        for run_id in sorted(self.active, key=lambda r: self.runs[r]["created"] or 0):
+            stages = self._run_stages(run_id)
+            by_name = {k[1]: s for k, s in stages}
+            for key, st in stages:
+                if st["state"] != "queued":
+                    continue
+                deps = [by_name[d]["state"] for d in st["deps"]]
+                if any(d != "done" for d in deps):
+                    continue
+                twin = self._twin(key, st)
+                if twin == "wait":
+                    continue
+                if twin is not None:
+                    self._reuse(key, twin)
+                    continue
+                if running >= self.workers:
+                    return
+                self.launch(key)
+                running += 1
+
+    def _twin(self, key, st):
+        """A stage of another run in the same sweep with the same identity: its key when done,
+        "wait" while it runs (or is queued ahead of this one), else None."""
+        sweep = self.runs[key[0]]["sweep_id"]
+        if not sweep:
+            return None
+        for other, o in self.stages.items():
+            if other == key or o["stage_hash"] != st["stage_hash"]:
+                continue
+            if self.runs[other[0]]["sweep_id"] != sweep:
+                continue
+            if o["state"] == "done" and not o["reused_from"]:
+                return other
+            if o["state"] == "running" or (o["state"] == "queued" and other < key):
+                return "wait"
+        return None
+
+    def _reuse(self, key, twin) -> None:
+        outputs = self.stages[twin]["outputs"] or "{}"
+        folder = Path(self.runs[key[0]]["run_dir"]) / key[1]
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "outputs.json").write_text(outputs)
+        except OSError as e:
+            self._set(key, state="failed", error=f"{folder}: {e}", ended=time.time())
+            return
+        self._set(key, state="done", progress=1.0, outputs=outputs, started=time.time(),
+                  ended=time.time(), reused_from=f"{twin[0]}/{twin[1]}")
+        self.say(f"{key[0]}/{key[1]}: same stage as {twin[0]}/{twin[1]}, reused")
+
+    def launch(self, key) -> None:
+        run_dir = Path(self.runs[key[0]]["run_dir"])
+        st = self.stages[key]
+        attempt = (st["attempt"] or 0) + 1
+        env = {**os.environ, "ASRLAB_HOME": str(self.paths["home"]),
+               "ASRLAB_THREADS": str(self.threads), "ASRLAB_ATTEMPT": str(attempt),
+               "PYTHONUNBUFFERED": "1"}
+        try:
+            (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+            log = open(run_dir / "logs" / f"{key[1]}.log", "a")
+            p = subprocess.Popen([sys.executable, "-m", "engine.runner.worker", str(run_dir),
+                                  key[1]], stdout=log, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+                                 cwd=os.getcwd())
+            log.close()
+            # recorded in the spool, so a supervisor that dies now still finds this worker
+            spool = SpoolWriter(run_dir / "spool" / f"{key[1]}.jsonl")
+            spool.emit("state", state="running", pid=p.pid, attempt=attempt)
+            spool.close()
+        except OSError as e:
+            self._set(key, state="failed", ended=time.time(),
+                      error=f"cannot start the worker in {run_dir}: {e}")
+            self.say(f"{key[0]}/{key[1]}: cannot start: {e}")
+            return
+        self.procs[key] = p
+        self._set(key, state="running", pid=p.pid, attempt=attempt, started=time.time())
+        self.say(f"{key[0]}/{key[1]}: started (pid {p.pid}, attempt {attempt})")
+
+    # ----- store -------------------------------------------------------------------------------
+    def flush(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last_flush < self.flush_delay:
+            return
+        if not (self.dirty or self.writer.has_pending() or self.done_commands):
+            return
+        for key in self.dirty:
+            st = self.stages[key]
+            self.writer.add("stages", {**st, "deps": json.dumps(st["deps"]), "updated": time.time()})
+        self.dirty = set()
+        try:
+            self.writer.flush()
+        except duckdb.Error as e:
+            if not is_lock_error(e):
+                raise
+            self.flush_delay = min(self.flush_delay * 2, 5.0)  # a reader holds it: back off
+            self.last_flush = now
+            self.say(f"store busy (a reader holds it); retrying in {self.flush_delay:.1f} s")
+            return
+        self.flush_delay = FLUSH_EVERY_S
+        self.last_flush = now
+        for f in self.done_commands:
+            f.unlink(missing_ok=True)
+        self.done_commands = []
+        # runs with nothing left to do (finished, or blocked behind a failed or cancelled
+        # stage until `resume`) stop being polled
+        for run_id in list(self.active):
+            states = [s["state"] for _, s in self._run_stages(run_id)]
+            blocked = any(s in ("failed", "cancelled") for s in states)
+            if not any(k[0] == run_id for k in self.procs) and "running" not in states and (
+                    blocked or "queued" not in states):
+                self.active.discard(run_id)
+
+    def say(self, msg: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
+
+    def loop(self) -> None:
+        while not self.stop:
+            t0 = time.monotonic()
+            self.commands()
+            self.reap()
+            self.ingest()
+            self.schedule()
+            self.flush(force=bool(self.done_commands))
+            time.sleep(max(0.0, TICK_S - (time.monotonic() - t0)))
+        self.flush(force=True)
+
+
+def main() -> int:
+    from engine.stages import lab_home
+
+    home = lab_home()
+    paths = lab_paths(home)
+    home.mkdir(parents=True, exist_ok=True)
+    fd = try_lock(paths["lock"])
+    if fd is None:
+        print(f"a supervisor already runs for {home}", file=sys.stderr)
+        return 3
+    sup = Supervisor(home)
+
+    def _stop(signum, frame):
+        sup.stop = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    from engine.data.corpus import write_json_atomic
+
+    write_json_atomic(paths["info"], {"pid": os.getpid(), "started": time.time(),
+                                      "home": str(home), "workers": sup.workers})
+    sup.say(f"supervisor {os.getpid()} for {home}: {sup.workers} worker(s), "
+            f"{sup.threads} thread(s) each")
+    sup.load()
+    sup.flush(force=True)
+    sup.loop()
+    sup.say("supervisor stopped; running workers go on and the next supervisor adopts them")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
