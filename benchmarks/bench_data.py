@@ -119,8 +119,12 @@ def main() -> None:
                 r = train_tokenizer(tx, work / f"tpw-{v}", v)
                 rows.append((f"tokens per word, unigram {v}, {label}", f"{r.tokens_per_word:.2f}"))
             except RuntimeError as e:
-                rows.append((f"tokens per word, unigram {v}, {label}",
-                             f"n/a ({str(e).splitlines()[-1][-60:]})"))
+                import re
+
+                limit = re.search(r"<= (\d+)", str(e))
+                why = (f"the transcripts allow at most {limit.group(1)} unigram pieces" if limit
+                       else str(e).splitlines()[-1])
+                rows.append((f"tokens per word, unigram {v}, {label}", f"n/a ({why})"))
 
     report("Data pipeline", f"`benchmarks/bench_data.py --size {args.size}`", rows)
 

@@ -6,7 +6,7 @@
   FLOPs one second of audio costs a preset (forward + backward, counted by FlopCounterMode):
   the most audio per second training could reach if every FLOP ran at matmul speed;
 - measured training throughput (seconds of audio per second, median over ``--steps`` steps after
-  2 warm-up steps) with the pruned loss and with torchaudio's full-lattice loss;
+  2 warm-up steps) with the pruned loss, our pure-PyTorch full-lattice loss and torchaudio's;
 - decoding real-time factor at 1 thread, greedy and modified beam search (beam 4).
 
 Appends a dated section to BENCHMARKS.md.
@@ -123,7 +123,7 @@ def main() -> None:
     for name in ("tiny", "student-s", "student-m", "teacher"):
         torch.manual_seed(0)
         speeds = {}
-        for loss in ("pruned", "torchaudio"):
+        for loss in ("pruned", "full", "torchaudio"):
             model = build(preset(name, vocab_size=tok.vocab_size, loss=loss), stats)
             speeds[loss] = train_speed(model, data)
             if loss == "pruned":
@@ -131,9 +131,10 @@ def main() -> None:
         params = sum(p.numel() for p in model.for_inference().parameters())
         bound = gflops * 1e9 / flops
         rows.append((f"train {name} ({params / 1e6:.2f} M), {args.batch_seconds:.0f} s batches",
-                     f"pruned loss {speeds['pruned']:.0f} s/s, torchaudio loss "
-                     f"{speeds['torchaudio']:.0f} s/s "
-                     f"({speeds['pruned'] / speeds['torchaudio']:.2f}x); matmul bound "
+                     f"pruned loss {speeds['pruned']:.0f} s/s, our full loss "
+                     f"{speeds['full']:.0f} s/s, torchaudio loss {speeds['torchaudio']:.0f} s/s "
+                     f"(pruned {speeds['pruned'] / speeds['torchaudio']:.2f}x torchaudio); "
+                     f"matmul bound "
                      f"{bound:.0f} s/s ({flops / 1e9:.2f} GFLOP per audio second)"))
         rows.append((f"decode {name}, untrained weights, 1 thread",
                      f"RTF greedy {decode_rtf(model, test, 'greedy'):.4f}, "

@@ -420,14 +420,21 @@ def _wait(run_ids: list[str]) -> str:
     last = None
     while True:
         runs = [status(_home(), rid)[0] for rid in run_ids]
-        view = [(r["run_id"], s["name"], s["state"], round(100 * (s["progress"] or 0)))
+        # a line when a state changes or a stage moves on by 5%
+        view = [(r["run_id"], s["name"], s["state"], int(20 * (s["progress"] or 0)))
                 for r in runs for s in r["stages"]]
         if view != last:
             for r in runs:
-                line = ", ".join(f"{s['name']} {s['state']}"
-                                 + (f" {100 * (s['progress'] or 0):.0f}%" if s["state"] == "running" else "")
-                                 for s in r["stages"])
-                typer.echo(f"{_time.strftime('%H:%M:%S')} {r['run_id']}: {line}")
+                parts = []
+                for s in r["stages"]:
+                    part = f"{s['name']} {s['state']}"
+                    if s["state"] == "running":
+                        part += f" {100 * (s['progress'] or 0):.0f}%"
+                        m = s.get("last_metrics") or {}
+                        if "loss" in m:
+                            part += f" (step {m['step']}, loss {m['loss']:.3f})"
+                    parts.append(part)
+                typer.echo(f"{_time.strftime('%H:%M:%S')} {r['run_id']}: {', '.join(parts)}")
             last = view
         states = [r["state"] for r in runs]
         if all(st in ("done", "failed", "cancelled") for st in states):

@@ -117,7 +117,8 @@ class Experiment(_Strict):
             for key, ref in refs:
                 if ref not in seen:
                     raise ValueError(f"stages[{i}].{key}: no earlier stage named {ref!r}; "
-                                     f"earlier stages: {sorted(seen) or 'none'}")
+                                     f"earlier stages: {sorted(seen) or 'none'} (a stage takes "
+                                     f"only from stages above it, so a graph has no cycles)")
                 if seen[ref] != "train":
                     raise ValueError(f"stages[{i}].{key}: stage {ref!r} is a {seen[ref]} stage "
                                      f"and makes no model")

@@ -168,6 +168,9 @@ def run_train(stage: TrainStage, ctx: Context) -> dict:
     meta["tokenizer"] = torch.frombuffer(bytearray(tok.proto()), dtype=torch.uint8)
     meta["corpus"] = str(ctx.corpus)
     save_model(final, path, meta)
+    ctx.emit("artifact", kind="model", path=str(path), bytes=path.stat().st_size)
+    ctx.emit("artifact", kind="checkpoints", path=str(trainer.ckpt_dir),
+             bytes=sum(f.stat().st_size for f in trainer.ckpt_dir.glob("*.pt")))
     return {"model": str(path), "steps": trainer.progress.step,
             "train_minutes": round(trainer.progress.train_seconds / 60, 2)}
 

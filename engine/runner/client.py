@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -49,10 +50,12 @@ def start_supervisor(home: Path, timeout: float = 30.0) -> dict:
     p["home"].mkdir(parents=True, exist_ok=True)
     p["info"].unlink(missing_ok=True)
     with open(p["log"], "a") as log:
-        subprocess.Popen([sys.executable, "-m", "engine.runner.supervisor"], stdout=log,
-                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                         env={**os.environ, "ASRLAB_HOME": str(p["home"])},
-                         start_new_session=True)
+        proc = subprocess.Popen([sys.executable, "-m", "engine.runner.supervisor"], stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env={**os.environ, "ASRLAB_HOME": str(p["home"])},
+                                start_new_session=True)
+    # a long-lived caller (the explorer) reaps it when it ends, leaving no zombie
+    threading.Thread(target=proc.wait, daemon=True).start()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         info = supervisor_info(home)

@@ -201,7 +201,14 @@ class Supervisor:
                         self.writer.add("ingest_errors", {"source": source, "offset_": start,
                                                           "error": err, "ts": time.time()})
                     elif (run_id, stage) in self.stages:
-                        self.apply(run_id, stage, source, start, ev)
+                        try:
+                            self.apply(run_id, stage, source, start, ev)
+                        except (KeyError, TypeError, ValueError, IndexError) as e:
+                            err = (f"{path}: byte {start}: unusable {ev.get('type')!r} event "
+                                   f"({type(e).__name__}: {e})")
+                            self.say(err)
+                            self.writer.add("ingest_errors", {"source": source, "offset_": start,
+                                                              "error": err, "ts": time.time()})
                     self.offsets[source] = nxt
                     self.writer.set_offset(source, nxt)
                     n += 1
@@ -384,12 +391,12 @@ class Supervisor:
         self.dirty = set()
         try:
             self.writer.flush()
-        except duckdb.Error as e:
-            if not is_lock_error(e):
-                raise
-            self.flush_delay = min(self.flush_delay * 2, 5.0)  # a reader holds it: back off
+        except (duckdb.Error, OSError) as e:
+            # a reader holds the file (or the disk is full): keep everything, back off, retry
+            self.flush_delay = min(self.flush_delay * 2, 5.0)
             self.last_flush = now
-            self.say(f"store busy (a reader holds it); retrying in {self.flush_delay:.1f} s")
+            why = "a reader holds it" if is_lock_error(e) else f"{type(e).__name__}: {e}"
+            self.say(f"store busy ({why}); retrying in {self.flush_delay:.1f} s")
             return
         self.flush_delay = FLUSH_EVERY_S
         self.last_flush = now
