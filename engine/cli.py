@@ -370,9 +370,11 @@ def _submit(experiment: Path, grids: list[str], executor: str = "local") -> list
     home = _home()
     data = read_experiment(experiment)
     combos = expand_grid(data, parse_grid(grids), str(experiment))
-    for _, exp in combos:  # a corpus folder that is not there fails now, not in a worker
+    for i, (assignment, exp) in enumerate(combos):
         if not exp.data.corpus.startswith("builtin:"):
-            resolve_corpus(exp.data.corpus)
+            # a missing folder fails now, not in a worker; a relative one means here
+            data = exp.data.model_copy(update={"corpus": str(resolve_corpus(exp.data.corpus))})
+            combos[i] = (assignment, exp.model_copy(update={"data": data}))
     sweep = new_run_id(f"sweep-{combos[0][1].name}") if grids else None
     runs = [prepare_run(exp, lab_paths(home)["runs"], str(experiment), sweep, assignment,
                         executor) for assignment, exp in combos]

@@ -32,7 +32,7 @@ MIGRATIONS: dict[int, list[str]] = {
         """CREATE TABLE runs (
             run_id VARCHAR PRIMARY KEY, name VARCHAR, experiment VARCHAR, sweep_id VARCHAR,
             config VARCHAR, config_hash VARCHAR, git_rev VARCHAR, versions VARCHAR,
-            host VARCHAR, seed INTEGER, executor VARCHAR, run_dir VARCHAR, created DOUBLE)""",
+            host VARCHAR, seed BIGINT, executor VARCHAR, run_dir VARCHAR, created DOUBLE)""",
         """CREATE TABLE stages (
             run_id VARCHAR, name VARCHAR, kind VARCHAR, position INTEGER, deps VARCHAR,
             stage_hash VARCHAR, state VARCHAR, progress DOUBLE, pid INTEGER, attempt INTEGER,
@@ -56,7 +56,7 @@ MIGRATIONS: dict[int, list[str]] = {
         """CREATE TABLE logs (
             run_id VARCHAR, stage VARCHAR, source VARCHAR, offset_ BIGINT, ts DOUBLE,
             line VARCHAR, PRIMARY KEY (source, offset_))""",
-        """CREATE TABLE spool_offsets (source VARCHAR PRIMARY KEY, offset_ BIGINT)""",
+        """CREATE TABLE spool_offsets (source VARCHAR PRIMARY KEY, offset_ BIGINT, events BIGINT)""",
         """CREATE TABLE ingest_errors (
             source VARCHAR, offset_ BIGINT, error VARCHAR, ts DOUBLE, PRIMARY KEY (source, offset_))""",
     ],
@@ -124,25 +124,40 @@ class Writer:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.pending: dict[str, list[tuple]] = {t: [] for t in TABLES}
-        self.offsets: dict[str, int] = {}
-        with duckdb.connect(str(self.path)) as con:
+        self.offsets: dict[str, tuple[int, int]] = {}
+        with self._connect() as con:
             _migrate(con)
+
+    def _connect(self, timeout: float = 30.0) -> duckdb.DuckDBPyConnection:
+        """Open for writing, waiting (with backoff) while a reader holds the file."""
+        deadline, delay = time.monotonic() + timeout, 0.02
+        while True:
+            try:
+                return duckdb.connect(str(self.path))
+            except duckdb.Error as e:
+                if not is_lock_error(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 0.5)
 
     def add(self, table: str, row: dict[str, Any]) -> None:
         self.pending[table].append(tuple(row.get(c) for c in TABLES[table]))
 
-    def set_offset(self, source: str, offset: int) -> None:
-        self.offsets[source] = offset
+    def set_offset(self, source: str, offset: int, events: int) -> None:
+        """Where ingestion of ``source`` stands, and how many lines it has taken in all (so a
+        test can tell an event ingested twice from one ingested once)."""
+        self.offsets[source] = (offset, events)
 
     def has_pending(self) -> bool:
         return bool(self.offsets) or any(self.pending.values())
 
-    def load_offsets(self) -> dict[str, int]:
-        with duckdb.connect(str(self.path)) as con:
-            return dict(con.execute("SELECT source, offset_ FROM spool_offsets").fetchall())
+    def load_offsets(self) -> dict[str, tuple[int, int]]:
+        with self._connect() as con:
+            return {s: (o, n or 0) for s, o, n in con.execute(
+                "SELECT source, offset_, events FROM spool_offsets").fetchall()}
 
     def query(self, sql: str, params: list | None = None) -> list[tuple]:
-        with duckdb.connect(str(self.path)) as con:
+        with self._connect() as con:
             return con.execute(sql, params or []).fetchall()
 
     def flush(self) -> int:
@@ -150,7 +165,7 @@ class Writer:
         if not self.has_pending():
             return 0
         n = 0
-        con = duckdb.connect(str(self.path))
+        con = duckdb.connect(str(self.path))  # no waiting here: the caller backs off
         try:
             con.execute("BEGIN")
             for table, rows in self.pending.items():
@@ -167,10 +182,11 @@ class Writer:
                 con.unregister("batch_rows")
                 n += len(rows)
             if self.offsets:
-                con.register("batch_rows", {"source": np.array(list(self.offsets), dtype=object),
-                                            "offset_": np.array(list(self.offsets.values()),
-                                                                dtype=np.int64)})
-                con.execute("INSERT OR REPLACE INTO spool_offsets SELECT source, offset_ "
+                con.register("batch_rows", {
+                    "source": np.array(list(self.offsets), dtype=object),
+                    "offset_": np.array([o for o, _ in self.offsets.values()], dtype=np.int64),
+                    "events": np.array([n for _, n in self.offsets.values()], dtype=np.int64)})
+                con.execute("INSERT OR REPLACE INTO spool_offsets SELECT source, offset_, events "
                             "FROM batch_rows")
             con.execute("COMMIT")
         finally:

@@ -188,8 +188,10 @@ max_utterances = {utterances}
         return [tuple(r.values()) for r in read(self.db, sql, params)]
 
     def assert_ingested_exactly_once(self, run_id: str) -> None:
-        """Every event line in the run's spools is in the store once: counts per kind agree,
-        and each spool's committed offset is its size."""
+        """Every event line in the run's spools is in the store once: each spool's committed
+        offset is its size, the supervisor's count of lines it took in equals the lines in the
+        file (an event ingested twice would show here: the tables' keys would hide it), and
+        counts per kind agree."""
         import json
 
         kinds: dict[str, int] = {}
@@ -203,9 +205,10 @@ max_utterances = {utterances}
                 kinds[ev["type"]] = kinds.get(ev["type"], 0) + 1
                 if ev["type"] == "metrics":
                     metric_steps.setdefault(spool.stem, set()).add(ev["step"])
+            lines = len(spool.read_bytes().splitlines())
             self.wait_for(lambda: self.query(
-                "SELECT offset_ FROM spool_offsets WHERE source = ?", [str(spool)])
-                == [(spool.stat().st_size,)], f"{spool} to be ingested")
+                "SELECT offset_, events FROM spool_offsets WHERE source = ?", [str(spool)])
+                == [(spool.stat().st_size, lines)], f"{spool} to be ingested once")
         logs = self.query("SELECT count(*) FROM logs WHERE run_id = ?", [run_id])[0][0]
         assert logs == kinds.get("log", 0), (logs, kinds)
         metrics = self.query("SELECT stage, count(*) FROM metrics WHERE run_id = ? GROUP BY 1",
@@ -231,3 +234,26 @@ max_utterances = {utterances}
                 os.killpg(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+
+
+def is_worker(pid: int, run_id: str) -> bool:
+    """``pid`` is a live stage worker of ``run_id`` (not a pid reused by something else)."""
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"engine.runner.worker" in cmd and run_id.encode() in cmd
+
+
+def retry(fn, timeout: float = 10.0):
+    """``fn()`` until it stops raising (e.g. a DuckDB open while the writer holds the file)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return fn()
+        except Exception:  # noqa: BLE001
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)

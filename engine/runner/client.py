@@ -82,7 +82,7 @@ def send(home: Path, op: str, **fields) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}-{op}.json"
     tmp = folder / f".{name}.tmp"
-    tmp.write_text(json.dumps({"op": op, **fields}))
+    tmp.write_text(json.dumps({"op": op, "sent": time.time(), **fields}))
     os.replace(tmp, folder / name)
     return folder / name
 

@@ -93,6 +93,9 @@ class Supervisor:
         self.done_commands: list[Path] = []
         self.active: set[str] = set()
         self.offsets: dict[str, int] = {}
+        self.counts: dict[str, int] = {}  # lines ingested per spool, committed with the offset
+        self.resume_after: set[tuple[str, str]] = set()
+        self.started = time.time()
         self.stop = False
         self.last_flush = 0.0
         self.flush_delay = FLUSH_EVERY_S
@@ -111,7 +114,9 @@ class Supervisor:
             st = dict(zip(scols, r))
             st["deps"] = json.loads(st["deps"] or "[]")
             self.stages[(st["run_id"], st["name"])] = st
-        self.offsets = w.load_offsets()
+        saved = w.load_offsets()
+        self.offsets = {k: o for k, (o, _) in saved.items()}
+        self.counts = {k: n for k, (_, n) in saved.items()}
         self.active = set(self.runs)  # every run's spools are read once at start
         self.ingest()  # what workers spooled while no supervisor ran, launches included
         for key, st in self.stages.items():
@@ -132,6 +137,9 @@ class Supervisor:
                 continue
             try:
                 cmd = json.loads(f.read_text())
+                if cmd["op"] == "stop":
+                    # not replayed: a stop left behind must not end the next supervisor
+                    f.unlink(missing_ok=True)
                 getattr(self, f"cmd_{cmd['op']}")(cmd)
             except (ValueError, KeyError, AttributeError, OSError) as e:
                 self.say(f"ignored command {f.name}: {type(e).__name__}: {e}")
@@ -169,11 +177,14 @@ class Supervisor:
         for key, st in self._run_stages(cmd["run_id"]):
             if st["state"] in ("failed", "cancelled"):
                 self._set(key, state="queued", error=None, ended=None)
+            elif key in self.cancel_at:
+                self.resume_after.add(key)  # still stopping: queue it again once it has
         self.active.add(cmd["run_id"])
         self.say(f"run {cmd['run_id']} resumed")
 
     def cmd_stop(self, cmd: dict) -> None:
-        self.stop = True
+        if cmd.get("sent", time.time()) >= self.started - 1.0:
+            self.stop = True
 
     def _run_stages(self, run_id: str):
         if run_id not in self.runs:
@@ -210,7 +221,8 @@ class Supervisor:
                             self.writer.add("ingest_errors", {"source": source, "offset_": start,
                                                               "error": err, "ts": time.time()})
                     self.offsets[source] = nxt
-                    self.writer.set_offset(source, nxt)
+                    self.counts[source] = self.counts.get(source, 0) + 1
+                    self.writer.set_offset(source, nxt, self.counts[source])
                     n += 1
         return n
 
@@ -222,39 +234,51 @@ class Supervisor:
             if s == "running":
                 self._set(key, state="running", pid=ev.get("pid"), started=ts,
                           attempt=ev.get("attempt", self.stages[key]["attempt"]), error=None)
+                if key not in self.procs:  # launched by a supervisor before this one: watch it
+                    pid = int(ev.get("pid") or 0)
+                    ours = pid > 0 and _pid_alive(pid) and _is_our_worker(
+                        pid, self.runs[run_id]["run_dir"], stage)
+                    self.procs[key] = pid if ours else -1
             elif s == "done":
                 self._set(key, state="done", progress=1.0, ended=ts,
                           outputs=json.dumps(ev.get("outputs", {})))
             elif s in ("failed", "cancelled"):
                 self._set(key, state=s, ended=ts, error=ev.get("error"))
         elif t == "progress":
-            self._set(key, progress=float(ev["progress"]))
+            self._set(key, progress=min(max(float(ev["progress"]), 0.0), 1.0))
         elif t == "metrics":
-            self.writer.add("metrics", {**base, "step": int(ev["step"]),
+            self.writer.add("metrics", {**base, "ts": float(ts), "step": int(ev["step"]),
                                         "data": json.dumps(ev["data"])})
             self._set(key, last_metrics=json.dumps(ev["data"]))
         elif t == "eval":
             s = ev["summary"]
-            self.writer.add("evals", {**base, "split": ev["split"], "model": ev.get("model"),
-                                      "decoding": s.get("decoding"), "wer": s["wer"],
-                                      "wer_lo": s["wer_ci"][0], "wer_hi": s["wer_ci"][1],
-                                      "utterances": s["utterances"], "params": s.get("params"),
-                                      "nonzero_params": s.get("nonzero_params"),
-                                      "bytes": s.get("bytes"),
-                                      "macs_per_second": s.get("macs_per_second"),
-                                      "rtf": s.get("rtf"), "summary": json.dumps(s)})
+            num = lambda k, cast=float: None if s.get(k) is None else cast(s[k])  # noqa: E731
+            self.writer.add("evals", {**base, "split": str(ev["split"]),
+                                      "model": ev.get("model"), "decoding": s.get("decoding"),
+                                      "wer": float(s["wer"]), "wer_lo": float(s["wer_ci"][0]),
+                                      "wer_hi": float(s["wer_ci"][1]),
+                                      "utterances": int(s["utterances"]),
+                                      "params": num("params", int),
+                                      "nonzero_params": num("nonzero_params", int),
+                                      "bytes": num("bytes", int),
+                                      "macs_per_second": num("macs_per_second"),
+                                      "rtf": num("rtf"), "summary": json.dumps(s)})
         elif t == "hyps":
-            for u in ev["rows"]:
-                self.writer.add("hyps", {"run_id": run_id, "stage": stage, "split": ev["split"],
-                                         **{k: u.get(k) for k in (
-                                             "cut_id", "reference", "hypothesis", "ref_words",
-                                             "substitutions", "deletions", "insertions")}})
+            rows = [{"run_id": run_id, "stage": stage, "split": str(ev["split"]),
+                     "cut_id": str(u["cut_id"]), "reference": str(u["reference"]),
+                     "hypothesis": str(u["hypothesis"]),
+                     **{k: int(u[k]) for k in ("ref_words", "substitutions", "deletions",
+                                               "insertions")}} for u in ev["rows"]]
+            for r in rows:  # all checked before any is added
+                self.writer.add("hyps", r)
         elif t == "artifact":
-            self.writer.add("artifacts", {"run_id": run_id, "stage": stage, "kind": ev["kind"],
-                                          "path": ev["path"], "bytes": ev.get("bytes")})
+            self.writer.add("artifacts", {"run_id": run_id, "stage": stage, "kind": str(ev["kind"]),
+                                          "path": str(ev["path"]),
+                                          "bytes": None if ev.get("bytes") is None
+                                          else int(ev["bytes"])})
         elif t == "log":
             self.writer.add("logs", {**base, "source": source, "offset_": offset,
-                                     "line": ev["line"]})
+                                     "line": str(ev["line"])})
 
     # ----- workers -----------------------------------------------------------------------------
     def _signal(self, key, sig) -> None:
@@ -297,6 +321,10 @@ class Supervisor:
                     self._set(key, state="failed", ended=now, error=why)
                     self.say(f"{key[0]}/{key[1]}: {why}")
             self.cancel_at.pop(key, None)
+            if key in self.resume_after and self.stages[key]["state"] in ("failed", "cancelled"):
+                self._set(key, state="queued", error=None, ended=None)
+                self.active.add(key[0])
+            self.resume_after.discard(key)
 
     def schedule(self) -> None:
         running = len(self.procs)
@@ -320,6 +348,21 @@ class Supervisor:
                 self.launch(key)
                 running += 1
 
+    def _blocked(self, key) -> bool:
+        """A queued stage that cannot run until `resume`: an input of it (or of its inputs)
+        failed or was cancelled."""
+        seen, todo = set(), list(self.stages[key]["deps"])
+        while todo:
+            d = todo.pop()
+            if d in seen:
+                continue
+            seen.add(d)
+            dep = self.stages[(key[0], d)]
+            if dep["state"] in ("failed", "cancelled"):
+                return True
+            todo += dep["deps"]
+        return False
+
     def _twin(self, key, st):
         """A stage of another run in the same sweep with the same identity: its key when done,
         "wait" while it runs (or is queued ahead of this one), else None."""
@@ -333,7 +376,8 @@ class Supervisor:
                 continue
             if o["state"] == "done" and not o["reused_from"]:
                 return other
-            if o["state"] == "running" or (o["state"] == "queued" and other < key):
+            if o["state"] == "running" or (o["state"] == "queued" and other < key
+                                           and not self._blocked(other)):
                 return "wait"
         return None
 
@@ -357,19 +401,22 @@ class Supervisor:
         env = {**os.environ, "ASRLAB_HOME": str(self.paths["home"]),
                "ASRLAB_THREADS": str(self.threads), "ASRLAB_ATTEMPT": str(attempt),
                "PYTHONUNBUFFERED": "1"}
+        p = None
         try:
             (run_dir / "logs").mkdir(parents=True, exist_ok=True)
-            log = open(run_dir / "logs" / f"{key[1]}.log", "a")
-            p = subprocess.Popen([sys.executable, "-m", "engine.runner.worker", str(run_dir),
-                                  key[1]], stdout=log, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, env=env, start_new_session=True,
-                                 cwd=os.getcwd())
-            log.close()
+            with open(run_dir / "logs" / f"{key[1]}.log", "a") as log:
+                p = subprocess.Popen([sys.executable, "-m", "engine.runner.worker",
+                                      str(run_dir), key[1]], stdout=log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env=env, start_new_session=True, cwd=os.getcwd())
             # recorded in the spool, so a supervisor that dies now still finds this worker
             spool = SpoolWriter(run_dir / "spool" / f"{key[1]}.jsonl")
             spool.emit("state", state="running", pid=p.pid, attempt=attempt)
             spool.close()
         except OSError as e:
+            if p is not None:  # a worker nobody could follow must not run on
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
             self._set(key, state="failed", ended=time.time(),
                       error=f"cannot start the worker in {run_dir}: {e}")
             self.say(f"{key[0]}/{key[1]}: cannot start: {e}")
@@ -391,12 +438,15 @@ class Supervisor:
         self.dirty = set()
         try:
             self.writer.flush()
-        except (duckdb.Error, OSError) as e:
+        except (duckdb.Error, OSError, ValueError, TypeError) as e:
             # a reader holds the file (or the disk is full): keep everything, back off, retry
             self.flush_delay = min(self.flush_delay * 2, 5.0)
             self.last_flush = now
-            why = "a reader holds it" if is_lock_error(e) else f"{type(e).__name__}: {e}"
-            self.say(f"store busy ({why}); retrying in {self.flush_delay:.1f} s")
+            if is_lock_error(e):
+                self.say(f"store busy (a reader holds it); retrying in {self.flush_delay:.1f} s")
+            else:
+                self.say(f"store write failed ({type(e).__name__}: {e}); everything is kept "
+                         f"and retried in {self.flush_delay:.1f} s")
             return
         self.flush_delay = FLUSH_EVERY_S
         self.last_flush = now
@@ -406,10 +456,10 @@ class Supervisor:
         # runs with nothing left to do (finished, or blocked behind a failed or cancelled
         # stage until `resume`) stop being polled
         for run_id in list(self.active):
-            states = [s["state"] for _, s in self._run_stages(run_id)]
-            blocked = any(s in ("failed", "cancelled") for s in states)
-            if not any(k[0] == run_id for k in self.procs) and "running" not in states and (
-                    blocked or "queued" not in states):
+            stages = self._run_stages(run_id)
+            waiting = [k for k, s in stages if s["state"] == "queued" and not self._blocked(k)]
+            if not any(k[0] == run_id for k in self.procs) and not waiting and all(
+                    s["state"] != "running" for _, s in stages):
                 self.active.discard(run_id)
 
     def say(self, msg: str) -> None:
@@ -433,7 +483,12 @@ def main() -> int:
     home = lab_home()
     paths = lab_paths(home)
     home.mkdir(parents=True, exist_ok=True)
-    fd = try_lock(paths["lock"])
+    fd = None
+    for _ in range(20):  # `supervisor status` takes the lock for an instant to test it
+        fd = try_lock(paths["lock"])
+        if fd is not None:
+            break
+        time.sleep(0.05)
     if fd is None:
         print(f"a supervisor already runs for {home}", file=sys.stderr)
         return 3

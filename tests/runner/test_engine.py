@@ -74,6 +74,7 @@ def test_a_killed_worker_fails_its_stage_and_resume_continues_from_the_checkpoin
     ckpts = lab.run_dir(run_id) / "model" / "checkpoints"
     lab.wait_for(lambda: any(ckpts.glob("step-*.pt")), "a first checkpoint")
     pid = lab.stage(run_id, "model")["pid"]
+    assert testing.is_worker(pid, run_id)
     os.kill(pid, signal.SIGKILL)
     st = lab.wait(run_id)
     model = next(s for s in st["stages"] if s["name"] == "model")
@@ -118,7 +119,7 @@ def test_a_reader_holding_the_store_delays_the_supervisor_and_loses_nothing(lab)
     exp = lab.experiment(steps=60)
     run_id = json.loads(lab.cli("run", str(exp), "--json"))["run_id"]
     lab.wait_for(lambda: lab.stage(run_id, "model")["state"] == "running", "training")
-    con = duckdb.connect(str(lab.db), read_only=True)  # a reader that will not let go
+    con = testing.retry(lambda: duckdb.connect(str(lab.db), read_only=True))  # will not let go
     time.sleep(4)
     con.close()
     st = lab.wait(run_id)
@@ -128,7 +129,7 @@ def test_a_reader_holding_the_store_delays_the_supervisor_and_loses_nothing(lab)
 
 
 def test_cancel_stops_the_stage_and_resume_finishes_the_run(lab):
-    exp = lab.experiment(steps=100, checkpoint_every=20)
+    exp = lab.experiment(steps=400, checkpoint_every=20)
     run_id = json.loads(lab.cli("run", str(exp), "--json"))["run_id"]
     lab.wait_for(lambda: lab.stage(run_id, "model")["state"] == "running", "training")
     lab.cli("cancel", run_id)
@@ -162,7 +163,7 @@ def test_bad_input_gets_a_clear_message_and_other_runs_go_on(lab):
     (Path(rec["run_dir"]) / "model").write_text("a file where the stage folder goes")
     start_supervisor(lab.home)
     send(lab.home, "submit", run_dir=rec["run_dir"])
-    good = json.loads(lab.cli("run", str(lab.experiment(steps=40)), "--json"))["run_id"]
+    good = json.loads(lab.cli("run", str(lab.experiment(steps=200)), "--json"))["run_id"]
     st = lab.wait(rec["run_id"])
     model = st["stages"][0]
     assert model["state"] == "failed" and str(Path(rec["run_dir"]) / "model") in model["error"]
