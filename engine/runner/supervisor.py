@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -437,10 +438,10 @@ class Supervisor:
             self.writer.add("stages", {**st, "deps": json.dumps(st["deps"]), "updated": time.time()})
         self.dirty = set()
         try:
-            self.writer.flush()
+            self._flush_through_readers()
         except (duckdb.Error, OSError, ValueError, TypeError) as e:
-            # a reader holds the file (or the disk is full): keep everything, back off, retry
-            self.flush_delay = min(self.flush_delay * 2, 5.0)
+            # readers kept the file all along (or the disk is full): keep everything, retry soon
+            self.flush_delay = min(self.flush_delay * 2, 2.0)
             self.last_flush = now
             if is_lock_error(e):
                 self.say(f"store busy (a reader holds it); retrying in {self.flush_delay:.1f} s")
@@ -461,6 +462,18 @@ class Supervisor:
             if not any(k[0] == run_id for k in self.procs) and not waiting and all(
                     s["state"] != "running" for _, s in stages):
                 self.active.discard(run_id)
+
+    def _flush_through_readers(self, attempts: int = 10) -> None:
+        """Readers hold the file for milliseconds at a time: try again at once, a few times,
+        with jitter, before giving the tick up (a busy explorer must not starve the writer)."""
+        for i in range(attempts):
+            try:
+                self.writer.flush()
+                return
+            except duckdb.Error as e:
+                if not is_lock_error(e) or i == attempts - 1:
+                    raise
+                time.sleep(0.005 * (i + 1) * (1 + random.random()))
 
     def say(self, msg: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
