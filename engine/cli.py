@@ -338,11 +338,17 @@ def supervisor_start(as_json: bool = typer.Option(False, "--json")) -> None:
 @supervisor_app.command("stop")
 def supervisor_stop(as_json: bool = typer.Option(False, "--json")) -> None:
     """Stop the supervisor; running stages go on and the next supervisor adopts them."""
-    from engine.runner.client import stop_supervisor
+    from engine.runner.client import stop_supervisor, supervisor_info
 
+    was = supervisor_info(_home())["running"]
     info = stop_supervisor(_home())
-    typer.echo(json.dumps(info) if as_json else
-               ("supervisor stopped" if not info["running"] else "supervisor still running"))
+    if as_json:
+        typer.echo(json.dumps(info))
+    elif not was:
+        typer.echo(f"no supervisor was running for {info['home']}")
+    else:
+        typer.echo("supervisor stopped; running stages go on" if not info["running"] else
+                   f"supervisor {info['pid']} still running; see {info['log']}")
 
 
 @supervisor_app.command("status")
