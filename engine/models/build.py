@@ -21,12 +21,12 @@ from engine.models.transducer import PredictorConfig, Transducer, TransducerConf
 
 
 def _encoder(d: int, blocks: int, heads: int, ffn: int, conv: int, kernel: int, sub: int,
-             streaming: bool, chunk_size: int, left_chunks: int, reduce_after: int | None,
+             streaming: bool, chunk_size: int, left_chunks: int, time_reduction: bool,
              dropout: float) -> EncoderConfig:
     block = BlockConfig(heads=heads, head_dim=d // heads, ffn1=ffn, ffn2=ffn, conv_channels=conv,
                         kernel=kernel)
     return EncoderConfig(d_model=d, blocks=(block,) * blocks, subsampling_channels=sub,
-                         reduce_after=reduce_after, causal=streaming,
+                         reduce_after=1 if time_reduction else None, causal=streaming,
                          chunk_size=chunk_size if streaming else 0,
                          left_chunks=left_chunks if streaming else -1, dropout=dropout)
 
@@ -44,7 +44,7 @@ def teacher(*, vocab_size: int, streaming: bool = False, predictor: str = "state
             dropout: float = 0.1, time_reduction: bool = True) -> TransducerConfig:
     """About 8 M parameters: 6 blocks of 256, 4 heads, FFN 768, conv 256."""
     enc = _encoder(256, 6, 4, 768, 256, 15, 64, streaming, chunk_size, left_chunks,
-                   1 if time_reduction else None, dropout)
+                   time_reduction, dropout)
     return _transducer(vocab_size, enc, 256, 256, predictor, ctc_weight)
 
 
@@ -53,7 +53,7 @@ def student_m(*, vocab_size: int, streaming: bool = False, predictor: str = "sta
               dropout: float = 0.1, time_reduction: bool = True) -> TransducerConfig:
     """About 3.5 M parameters: 5 blocks of 192, 4 heads, FFN 448, conv 192."""
     enc = _encoder(192, 5, 4, 448, 192, 15, 48, streaming, chunk_size, left_chunks,
-                   1 if time_reduction else None, dropout)
+                   time_reduction, dropout)
     return _transducer(vocab_size, enc, 192, 192, predictor, ctc_weight)
 
 
@@ -62,7 +62,7 @@ def student_s(*, vocab_size: int, streaming: bool = False, predictor: str = "sta
               dropout: float = 0.1, time_reduction: bool = True) -> TransducerConfig:
     """About 1.5 M parameters: 4 blocks of 128, 4 heads, FFN 384, conv 128."""
     enc = _encoder(128, 4, 4, 384, 128, 15, 32, streaming, chunk_size, left_chunks,
-                   1 if time_reduction else None, dropout)
+                   time_reduction, dropout)
     return _transducer(vocab_size, enc, 128, 128, predictor, ctc_weight)
 
 
@@ -71,7 +71,7 @@ def tiny(*, vocab_size: int, streaming: bool = False, predictor: str = "stateles
          dropout: float = 0.0, time_reduction: bool = True) -> TransducerConfig:
     """For tests: a few hundred thousand parameters, 3 blocks of 64."""
     enc = _encoder(64, 3, 2, 128, 64, 7, 16, streaming, chunk_size, left_chunks,
-                   1 if time_reduction else None, dropout)
+                   time_reduction, dropout)
     return _transducer(vocab_size, enc, 64, 64, predictor, ctc_weight)
 
 

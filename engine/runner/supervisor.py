@@ -88,6 +88,7 @@ class Supervisor:
         self.writer = Writer(self.paths["db"])
         self.runs: dict[str, dict] = {}
         self.stages: dict[tuple[str, str], dict] = {}
+        self.by_run: dict[str, list[tuple[str, str]]] = {}  # run -> its stages, in order
         self.procs: dict[tuple[str, str], subprocess.Popen | int] = {}
         self.cancel_at: dict[tuple[str, str], float] = {}
         self.dirty: set[tuple[str, str]] = set()
@@ -115,6 +116,9 @@ class Supervisor:
             st = dict(zip(scols, r))
             st["deps"] = json.loads(st["deps"] or "[]")
             self.stages[(st["run_id"], st["name"])] = st
+            self.by_run.setdefault(st["run_id"], []).append((st["run_id"], st["name"]))
+        for keys in self.by_run.values():
+            keys.sort(key=lambda k: self.stages[k]["position"])
         saved = w.load_offsets()
         self.offsets = {k: o for k, (o, _) in saved.items()}
         self.counts = {k: n for k, (_, n) in saved.items()}
@@ -161,6 +165,7 @@ class Supervisor:
                   "attempt": 0, "started": None, "ended": None, "error": None, "outputs": None,
                   "last_metrics": None, "reused_from": None}
             self.stages[(run_id, s["name"])] = st
+            self.by_run.setdefault(run_id, []).append((run_id, s["name"]))
             self.dirty.add((run_id, s["name"]))
         self.active.add(run_id)
         self.say(f"run {run_id} submitted ({len(rec['stages'])} stages)")
@@ -190,8 +195,7 @@ class Supervisor:
     def _run_stages(self, run_id: str):
         if run_id not in self.runs:
             raise KeyError(f"no run {run_id!r}")
-        return sorted(((k, s) for k, s in self.stages.items() if k[0] == run_id),
-                      key=lambda ks: ks[1]["position"])
+        return [(k, self.stages[k]) for k in self.by_run.get(run_id, [])]
 
     # ----- events ------------------------------------------------------------------------------
     def _set(self, key: tuple[str, str], **changes) -> None:
