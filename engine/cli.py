@@ -368,26 +368,9 @@ def supervisor_status(as_json: bool = typer.Option(False, "--json")) -> None:
 
 def _submit(experiment: Path, grids: list[str], executor: str = "local") -> list[dict]:
     from engine.config import read_experiment
-    from engine.runner.client import send, start_supervisor
-    from engine.runner.graph import expand_grid, new_run_id, parse_grid, prepare_run
-    from engine.runner.supervisor import lab_paths
-    from engine.stages import resolve_corpus
+    from engine.runner.client import submit
 
-    home = _home()
-    data = read_experiment(experiment)
-    combos = expand_grid(data, parse_grid(grids), str(experiment))
-    for i, (assignment, exp) in enumerate(combos):
-        if not exp.data.corpus.startswith("builtin:"):
-            # a missing folder fails now, not in a worker; a relative one means here
-            data = exp.data.model_copy(update={"corpus": str(resolve_corpus(exp.data.corpus))})
-            combos[i] = (assignment, exp.model_copy(update={"data": data}))
-    sweep = new_run_id(f"sweep-{combos[0][1].name}") if grids else None
-    runs = [prepare_run(exp, lab_paths(home)["runs"], str(experiment), sweep, assignment,
-                        executor) for assignment, exp in combos]
-    start_supervisor(home)
-    for rec in runs:
-        send(home, "submit", run_dir=rec["run_dir"])
-    return runs
+    return submit(_home(), read_experiment(experiment), str(experiment), grids, executor)
 
 
 def _print_status(runs: list[dict]) -> None:
@@ -410,11 +393,12 @@ def _print_results(rows: list[dict]) -> None:
     if not rows:
         typer.echo("no evaluated models yet")
         return
-    typer.echo(f"{'run':<34} {'stage':<10} {'split':<11} {'WER %':>7} {'95% CI':>15} "
-               f"{'params':>10} {'bytes':>11} {'MMACs/s':>8} {'RTF':>7}")
+    typer.echo(f"{'run':<34} {'stage':<10} {'step':>6} {'split':<11} {'WER %':>7} "
+               f"{'95% CI':>15} {'params':>10} {'bytes':>11} {'MMACs/s':>8} {'RTF':>7}")
     for r in rows:
         ci = f"[{r['wer_ci'][0]:.1f}, {r['wer_ci'][1]:.1f}]"
-        typer.echo(f"{r['run_id']:<34} {r['stage']:<10} {r['split']:<11} {r['wer']:>7.2f} "
+        typer.echo(f"{r['run_id']:<34} {r['stage']:<10} {r['step']:>6} {r['split']:<11} "
+                   f"{r['wer']:>7.2f} "
                    f"{ci:>15} {r['params'] or 0:>10,} {r['bytes'] or 0:>11,} "
                    f"{(r['macs_per_second'] or 0) / 1e6:>8.1f} {r['rtf'] or 0:>7.4f}")
 
@@ -596,6 +580,40 @@ def results_cmd(
         typer.echo(json.dumps(rows, indent=2))
     else:
         _print_results(rows)
+
+
+@app.command("ui")
+def ui_cmd(
+    port: int = typer.Option(8501, "--port", help="Port to serve on."),
+    host: str = typer.Option("127.0.0.1", "--host",
+                             help="Address to bind; 0.0.0.0 shares it on the network."),
+    background: bool = typer.Option(False, "--background",
+                                    help="Start detached, print the URL and return."),
+    stop: bool = typer.Option(False, "--stop", help="Stop a background explorer."),
+) -> None:
+    """The explorer: runs, launch, Pareto front, compare, listen (Streamlit, in a browser)."""
+    import os
+
+    from app import serve
+
+    from engine.store import migrate
+
+    home = _home()
+    home.mkdir(parents=True, exist_ok=True)
+    migrate(home / "lab.duckdb")
+    if stop:
+        typer.echo("explorer stopped" if serve.stop(home) else "no explorer running")
+        return
+    if background:
+        try:
+            info = serve.start_background(home, port, host)
+        except RuntimeError as e:
+            _fail(str(e))
+        typer.echo(f"explorer: {info['url']} (pid {info['pid']}; `asrlab ui --stop` ends it)")
+        return
+    typer.echo(f"explorer: {serve.url(host, port)} (serving {home}; Ctrl-C ends it)")
+    os.environ["ASRLAB_HOME"] = str(home)
+    os.execv(sys.executable, serve.command(port, host))
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ allowed: evaluate, export, train``.
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal, Union
@@ -67,6 +68,10 @@ class TrainConfig(_Strict):
     keep_checkpoints: int = Field(3, ge=1)
     average_last: int = Field(1, ge=1, description="average the last N checkpoints at the end")
     threads: int | None = Field(None, ge=1)
+    eval_every: int = Field(0, ge=0, description="evaluate every N steps while training (0: off)")
+    eval_utterances: int = Field(100, ge=1, description="utterances per periodic evaluation")
+    eval_splits: list[str] | None = Field(None, description="splits of the periodic evaluation; "
+                                                            "default the dev split")
 
 
 class TrainStage(_Strict):
@@ -101,6 +106,7 @@ STAGE_KINDS = ("evaluate", "export", "train")
 class Experiment(_Strict):
     name: str
     description: str = ""
+    tags: list[str] = Field(default_factory=list, description="labels the explorer filters by")
     seed: int = 0
     data: DataConfig = DataConfig()
     stages: list[Stage] = Field(min_length=1)
@@ -178,14 +184,58 @@ def read_experiment(path: Path | str) -> dict:
     if not path.exists():
         raise ConfigError(f"{path}: no such experiment file")
     try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+        text = path.read_text()
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not a text file ({e.reason})") from None
+    data = toml_data(text, str(path))
     data.setdefault("name", path.stem)
     return data
 
 
+def toml_data(text: str, source: str) -> dict:
+    """TOML text as plain data; a syntax error names ``source`` and the line."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: invalid TOML: {e}") from None
+
+
 def load_experiment(path: Path | str) -> Experiment:
     return parse_experiment(read_experiment(path), str(path))
+
+
+# ----- writing TOML (the explorer previews the experiment it will submit) ----------------------
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)  # a JSON string is a valid TOML basic string
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise ConfigError(f"cannot write {v!r} ({type(v).__name__}) to TOML")
+
+
+def to_toml(data: dict, _prefix: str = "") -> str:
+    """``data`` as TOML that ``tomllib`` reads back equal (None values are left out: TOML has no
+    null, and every optional field defaults to None)."""
+    lines, tables = [], []
+    for k, v in data.items():
+        if v is None:
+            continue
+        if isinstance(v, dict):
+            tables.append((k, v))
+        elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            tables.append((k, v))
+        else:
+            lines.append(f"{k} = {_toml_value(v)}")
+    out = "\n".join(lines) + ("\n" if lines else "")
+    for k, v in tables:
+        name = f"{_prefix}{k}"
+        if isinstance(v, dict):
+            out += f"\n[{name}]\n" + to_toml(v, name + ".")
+        else:
+            for item in v:
+                out += f"\n[[{name}]]\n" + to_toml(item, name + ".")
+    return out

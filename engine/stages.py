@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,8 +159,39 @@ def run_train(stage: TrainStage, ctx: Context) -> dict:
                             minutes=f"{row['train_minutes']:.1f}")
             bar.refresh()
 
+    eval_splits = limits.eval_splits or [ctx.exp.data.dev_split]
+
+    def on_step(step: int) -> None:
+        """Evaluate the weights of this step on a fixed subset of each eval split, so the
+        explorer can compare a model's best-on-dev or step-N evaluation, not only its last."""
+        if not limits.eval_every or step % limits.eval_every:
+            return
+        from engine.export import export_torch
+
+        probe = out / "eval-probe"
+        # the deployable form of this step's weights, exported as the export stage does, so
+        # its size and cost are counted as the final model's are (no training-only heads)
+        save_model(model, probe / "train.pt", {
+            "step": step, "tokenizer": torch.frombuffer(bytearray(tok.proto()), dtype=torch.uint8)})
+        try:
+            artifact = Path(export_torch(probe / "train.pt", probe / "export")["artifact"])
+            deployed, _ = load_model(artifact)
+            for split in eval_splits:
+                res = evaluate_model(deployed, tok, ctx.corpus, split, "greedy",
+                                     max_utterances=limits.eval_utterances,
+                                     accounting_utterances=2, artifact=artifact)
+                s = res["summary"]
+                ctx.emit("eval", split=split, model=str(out / "model.pt"), summary=s, step=step,
+                         model_stage=stage.name)
+                ctx.emit("hyps", split=split, rows=res["utterances"], step=step)
+                ctx.log(f"{stage.name} step {step} {split}: WER {s['wer']:.2f}% "
+                        f"[{s['wer_ci'][0]:.2f}, {s['wer_ci'][1]:.2f}] "
+                        f"on {s['utterances']} utterances")
+        finally:
+            shutil.rmtree(probe, ignore_errors=True)
+
     trainer = Trainer(model, cuts, tok, stage.train, out, seed=ctx.exp.seed, on_metrics=on_metrics,
-                      log=ctx.log)
+                      log=ctx.log, on_step=on_step)
     path = trainer.run()
     if bar is not None:
         bar.close()
@@ -203,7 +235,7 @@ def evaluate_model(model: Transducer, tok: Tokenizer, corpus: Path, split: str,
     if max_utterances:
         cuts = cuts.subset(first=max_utterances)
     model.eval()
-    results = []
+    results, where = [], {}
     feats_for_accounting = []
     with torch.no_grad():
         for group in batches_of(cuts):
@@ -213,12 +245,24 @@ def evaluate_model(model: Transducer, tok: Tokenizer, corpus: Path, split: str,
             hyps = decode(model, x, lens, method, beam)
             for c, h in zip(group, hyps):
                 results.append(score_utterance(c.id, cut_text(c), tok.decode(h)))
+                where[c.id] = audio_of(c)
             if len(feats_for_accounting) < accounting_utterances:
                 feats_for_accounting += feats[: accounting_utterances - len(feats_for_accounting)]
     summary = summarize(results)
     summary.update(account(model, feats_for_accounting, artifact))
     summary.update({"split": split, "decoding": method})
-    return {"summary": summary, "utterances": [r.to_dict() for r in results]}
+    return {"summary": summary, "utterances": [{**r.to_dict(), **where[r.cut_id]} for r in results]}
+
+
+def audio_of(cut) -> dict:
+    """Where an utterance's audio lies (file, start and duration in seconds), for the explorer's
+    Listen page; empty when the cut has no file-backed recording."""
+    rec = getattr(cut, "recording", None)
+    src = rec.sources[0] if rec is not None and rec.sources else None
+    if src is None or src.type != "file":
+        return {}
+    return {"audio": str(Path(src.source).resolve()), "start": float(cut.start),
+            "duration": float(cut.duration)}
 
 
 def run_evaluate(stage: EvaluateStage, ctx: Context) -> dict:
@@ -238,8 +282,10 @@ def run_evaluate(stage: EvaluateStage, ctx: Context) -> dict:
             for u in res["utterances"]:
                 f.write(json.dumps(u) + "\n")
         summaries[split] = res["summary"]
-        ctx.emit("eval", split=split, model=str(model_path), summary=res["summary"])
-        ctx.emit("hyps", split=split, rows=res["utterances"])
+        step = int(meta.get("step") or 0)
+        ctx.emit("eval", split=split, model=str(model_path), summary=res["summary"], step=step,
+                 model_stage=stage.model)
+        ctx.emit("hyps", split=split, rows=res["utterances"], step=step)
         ctx.emit("progress", progress=(i + 1) / len(stage.splits))
         s = res["summary"]
         ctx.log(f"{stage.name} {split}: WER {s['wer']:.2f}% "

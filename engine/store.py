@@ -24,7 +24,7 @@ from typing import Any, Iterable
 import duckdb
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -60,16 +60,48 @@ MIGRATIONS: dict[int, list[str]] = {
         """CREATE TABLE ingest_errors (
             source VARCHAR, offset_ BIGINT, error VARCHAR, ts DOUBLE, PRIMARY KEY (source, offset_))""",
     ],
+    # A model is evaluated at several training steps (periodic dev evaluations, the final
+    # evaluate stage), so the explorer can compare the final, the best-on-dev or the step-N
+    # evaluation: evals and hyps gain the step and the stage whose weights were evaluated, hyps
+    # gain where the audio lies (the Listen page plays it).
+    2: [
+        """CREATE TABLE evals_v2 (
+            run_id VARCHAR, stage VARCHAR, split VARCHAR, step BIGINT, model_stage VARCHAR,
+            decoding VARCHAR, model VARCHAR, wer DOUBLE, wer_lo DOUBLE, wer_hi DOUBLE,
+            utterances INTEGER, params BIGINT, nonzero_params BIGINT, bytes BIGINT,
+            macs_per_second DOUBLE, rtf DOUBLE, summary VARCHAR, ts DOUBLE,
+            PRIMARY KEY (run_id, stage, split, step))""",
+        """INSERT INTO evals_v2 SELECT run_id, stage, split, 0, NULL, decoding, model, wer, wer_lo,
+            wer_hi, utterances, params, nonzero_params, bytes, macs_per_second, rtf, summary, ts
+            FROM evals""",
+        "DROP TABLE evals",
+        "ALTER TABLE evals_v2 RENAME TO evals",
+        # an evaluate stage evaluated the weights of the stage its config names
+        """UPDATE evals e SET model_stage = (
+            SELECT json_extract_string(s.value, '$.model') FROM runs r,
+                   json_each(r.config, '$.stages') s
+            WHERE r.run_id = e.run_id AND json_extract_string(s.value, '$.name') = e.stage
+            LIMIT 1)""",
+        """CREATE TABLE hyps_v2 (
+            run_id VARCHAR, stage VARCHAR, split VARCHAR, step BIGINT, cut_id VARCHAR,
+            reference VARCHAR, hypothesis VARCHAR, ref_words INTEGER, substitutions INTEGER,
+            deletions INTEGER, insertions INTEGER, audio VARCHAR, start DOUBLE, duration DOUBLE,
+            PRIMARY KEY (run_id, stage, split, step, cut_id))""",
+        """INSERT INTO hyps_v2 SELECT run_id, stage, split, 0, cut_id, reference, hypothesis,
+            ref_words, substitutions, deletions, insertions, NULL, NULL, NULL FROM hyps""",
+        "DROP TABLE hyps",
+        "ALTER TABLE hyps_v2 RENAME TO hyps",
+    ],
 }
 
 # column order of each event table, as the writer fills them
 TABLES: dict[str, tuple[str, ...]] = {
     "metrics": ("run_id", "stage", "step", "ts", "data"),
-    "evals": ("run_id", "stage", "split", "decoding", "model", "wer", "wer_lo", "wer_hi",
+    "evals": ("run_id", "stage", "split", "step", "model_stage", "decoding", "model", "wer", "wer_lo", "wer_hi",
               "utterances", "params", "nonzero_params", "bytes", "macs_per_second", "rtf",
               "summary", "ts"),
-    "hyps": ("run_id", "stage", "split", "cut_id", "reference", "hypothesis", "ref_words",
-             "substitutions", "deletions", "insertions"),
+    "hyps": ("run_id", "stage", "split", "step", "cut_id", "reference", "hypothesis", "ref_words",
+             "substitutions", "deletions", "insertions", "audio", "start", "duration"),
     "artifacts": ("run_id", "stage", "kind", "path", "bytes"),
     "logs": ("run_id", "stage", "source", "offset_", "ts", "line"),
     "ingest_errors": ("source", "offset_", "error", "ts"),
@@ -80,8 +112,8 @@ TABLES: dict[str, tuple[str, ...]] = {
                "reused_from", "updated"),
 }
 PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
-    "metrics": ("run_id", "stage", "step"), "evals": ("run_id", "stage", "split"),
-    "hyps": ("run_id", "stage", "split", "cut_id"), "artifacts": ("run_id", "stage", "kind"),
+    "metrics": ("run_id", "stage", "step"), "evals": ("run_id", "stage", "split", "step"),
+    "hyps": ("run_id", "stage", "split", "step", "cut_id"), "artifacts": ("run_id", "stage", "kind"),
     "logs": ("source", "offset_"), "ingest_errors": ("source", "offset_"), "runs": ("run_id",),
     "stages": ("run_id", "name"),
 }
@@ -89,7 +121,8 @@ _NUMPY = {"step": np.int64, "ts": np.float64, "wer": np.float64, "wer_lo": np.fl
           "wer_hi": np.float64, "utterances": np.int64, "params": np.int64,
           "nonzero_params": np.int64, "bytes": np.int64, "macs_per_second": np.float64,
           "rtf": np.float64, "ref_words": np.int64, "substitutions": np.int64,
-          "deletions": np.int64, "insertions": np.int64, "offset_": np.int64}
+          "deletions": np.int64, "insertions": np.int64, "offset_": np.int64,
+          "start": np.float64, "duration": np.float64}
 
 
 def is_lock_error(e: Exception) -> bool:
@@ -208,6 +241,13 @@ def _dedupe(rows: list[tuple], key: Iterable[int]) -> list[tuple]:
     for r in rows:
         seen[tuple(r[i] for i in key)] = r
     return list(seen.values())
+
+
+def migrate(path: Path) -> None:
+    """Bring an existing store up to this lab's schema (readers never write, so a reader that
+    starts before the supervisor, such as the explorer, calls this first)."""
+    if Path(path).exists():
+        Writer(path)
 
 
 # ----- readers ----------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ tests) can build on. Nothing here is mocked: the tiny corpus is real espeak-ng/f
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -104,11 +105,16 @@ class Lab:
         self._n = 0
 
     def experiment(self, steps: int = 20, checkpoint_every: int = 10, log_every: int = 5,
-                   utterances: int = 10) -> Path:
-        """A tiny train -> export -> evaluate experiment on the tiny corpus."""
+                   utterances: int = 10, eval_every: int = 0, preset: str = "tiny",
+                   splits: tuple[str, ...] = ("test-clean",), tags: tuple[str, ...] = ()) -> Path:
+        """A tiny train -> export -> evaluate experiment on the tiny corpus (with
+        ``eval_every``, the train stage also evaluates dev and the final splits every N steps)."""
         self._n += 1
         path = self.tmp / f"exp{self._n}.toml"
+        periodic = (f"eval_every = {eval_every}\neval_utterances = {utterances}\n"
+                    f"eval_splits = {json.dumps(['dev', *splits])}\n") if eval_every else ""
         path.write_text(f"""name = "t{self._n}"
+tags = {json.dumps(list(tags))}
 seed = 0
 [data]
 corpus = "{self.corpus}"
@@ -117,7 +123,7 @@ vocab_size = 64
 kind = "train"
 name = "model"
 [stages.model]
-preset = "tiny"
+preset = "{preset}"
 [stages.train]
 max_steps = {steps}
 max_duration = 20.0
@@ -125,7 +131,7 @@ warmup_steps = 10
 log_every = {log_every}
 checkpoint_every = {checkpoint_every}
 keep_checkpoints = 2
-[[stages]]
+{periodic}[[stages]]
 kind = "export"
 name = "export"
 model = "model"
@@ -133,7 +139,7 @@ model = "model"
 kind = "evaluate"
 name = "eval"
 model = "model"
-splits = ["test-clean"]
+splits = {json.dumps(list(splits))}
 max_utterances = {utterances}
 """)
         return path

@@ -78,9 +78,11 @@ class Trainer:
     def __init__(self, model: Transducer, cuts: CutSet, tokenizer: Tokenizer, cfg: TrainConfig,
                  out: Path, seed: int = 0,
                  on_metrics: Callable[[dict], None] | None = None,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None,
+                 on_step: Callable[[int], None] | None = None) -> None:
         self.model, self.cuts, self.cfg, self.out, self.seed = model, cuts, cfg, Path(out), seed
         self.on_metrics = on_metrics
+        self.on_step = on_step  # after each update, outside the timed training seconds
         self.log = log or (lambda line: None)
         self.ckpt_dir = self.out / "checkpoints"
         self.specaug_gen = torch.Generator().manual_seed(seed)
@@ -193,6 +195,8 @@ class Trainer:
                     self._log_window(window)
                 if p.step % self.cfg.checkpoint_every == 0:
                     self.save_checkpoint()
+                if self.on_step:
+                    self.on_step(p.step)
                 if self._done():
                     break
             else:

@@ -87,6 +87,29 @@ def send(home: Path, op: str, **fields) -> Path:
     return folder / name
 
 
+def submit(home: Path, data: dict, source: str, grids: list[str] | tuple = (),
+           executor: str = "local") -> list[dict]:
+    """Validate an experiment (plain data, as read from TOML or built by the explorer's form),
+    expand its sweep grid, prepare one run folder per combination and queue them; returns the
+    run records. Raises ``ConfigError`` naming ``source`` and the field at fault."""
+    from engine.runner.graph import expand_grid, new_run_id, parse_grid, prepare_run
+    from engine.stages import resolve_corpus
+
+    combos = expand_grid(data, parse_grid(list(grids)), source)
+    for i, (assignment, exp) in enumerate(combos):
+        if not exp.data.corpus.startswith("builtin:"):
+            # a missing folder fails now, not in a worker; a relative one means here
+            d = exp.data.model_copy(update={"corpus": str(resolve_corpus(exp.data.corpus))})
+            combos[i] = (assignment, exp.model_copy(update={"data": d}))
+    sweep = new_run_id(f"sweep-{combos[0][1].name}") if grids else None
+    runs = [prepare_run(exp, lab_paths(home)["runs"], source, sweep, assignment, executor)
+            for assignment, exp in combos]
+    start_supervisor(home)
+    for rec in runs:
+        send(home, "submit", run_dir=rec["run_dir"])
+    return runs
+
+
 # ----- reading ----------------------------------------------------------------------------------
 def run_state(states: list[str]) -> str:
     if "running" in states:
@@ -155,11 +178,12 @@ def status(home: Path, run_id: str | None = None) -> list[dict]:
 def results(home: Path, run_id: str | None = None) -> list[dict]:
     where, params = ("WHERE e.run_id = ?", [run_id]) if run_id else ("", [])
     rows = read(lab_paths(home)["db"], f"""
-        SELECT e.run_id, r.name AS run_name, e.stage, e.split, e.decoding, e.model, e.wer,
+        SELECT e.run_id, r.name AS run_name, e.stage, e.split, e.step,
+               coalesce(e.model_stage, e.stage) AS model_stage, e.decoding, e.model, e.wer,
                e.wer_lo, e.wer_hi, e.utterances, e.params, e.nonzero_params, e.bytes,
                e.macs_per_second, e.rtf
         FROM evals e JOIN runs r USING (run_id) {where}
-        ORDER BY r.created, e.stage, e.split""", params)
+        ORDER BY r.created, e.stage, e.step, e.split""", params)
     for r in rows:
         r["wer_ci"] = [r.pop("wer_lo"), r.pop("wer_hi")]
     return rows

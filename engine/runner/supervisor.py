@@ -259,6 +259,8 @@ class Supervisor:
             s = ev["summary"]
             num = lambda k, cast=float: None if s.get(k) is None else cast(s[k])  # noqa: E731
             self.writer.add("evals", {**base, "split": str(ev["split"]),
+                                      "step": int(ev.get("step") or 0),
+                                      "model_stage": str(ev.get("model_stage") or stage),
                                       "model": ev.get("model"), "decoding": s.get("decoding"),
                                       "wer": float(s["wer"]), "wer_lo": float(s["wer_ci"][0]),
                                       "wer_hi": float(s["wer_ci"][1]),
@@ -269,11 +271,15 @@ class Supervisor:
                                       "macs_per_second": num("macs_per_second"),
                                       "rtf": num("rtf"), "summary": json.dumps(s)})
         elif t == "hyps":
-            rows = [{"run_id": run_id, "stage": stage, "split": str(ev["split"]),
+            step = int(ev.get("step") or 0)
+            rows = [{"run_id": run_id, "stage": stage, "split": str(ev["split"]), "step": step,
                      "cut_id": str(u["cut_id"]), "reference": str(u["reference"]),
                      "hypothesis": str(u["hypothesis"]),
                      **{k: int(u[k]) for k in ("ref_words", "substitutions", "deletions",
-                                               "insertions")}} for u in ev["rows"]]
+                                               "insertions")},
+                     "audio": None if u.get("audio") is None else str(u["audio"]),
+                     **{k: None if u.get(k) is None else float(u[k])
+                        for k in ("start", "duration")}} for u in ev["rows"]]
             for r in rows:  # all checked before any is added
                 self.writer.add("hyps", r)
         elif t == "artifact":

@@ -1,0 +1,267 @@
+"""Every query the explorer makes, and nothing else.
+
+Each function opens the store read-only for one query (``engine.store.read``: short-lived, retried
+while the supervisor is flushing) and returns a DataFrame or plain data. Nothing here is cached
+across reruns: a cached DuckDB connection would lock the supervisor out (shared DESIGN.md).
+
+A **model** in the explorer is one set of weights evaluated by one stage at one training step:
+``run_id/stage/step`` (``model_key``). The evaluations of the weights a train stage produces, its
+periodic dev evaluations and the evaluate stages that read its final file, are grouped by
+``model_stage`` (the stage whose weights were evaluated) so the Pareto page can choose which of
+them counts: the final one, the best on dev, or the one at step N.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from engine.evaluate import UtteranceResult, paired_bootstrap
+from engine.runner import client
+from engine.runner.supervisor import lab_paths
+from engine.store import read
+
+CHOICES = {"final": "final (last step)", "best-dev": "best on dev", "step": "at step N"}
+AXES = {"bytes": "size (bytes of the artifact)", "params": "parameters",
+        "macs_per_second": "MACs per second of audio"}
+
+
+def db_path(home: Path) -> Path:
+    return lab_paths(home)["db"]
+
+
+def model_key(run_id: str, stage: str, step: int) -> str:
+    return f"{run_id}/{stage}/{int(step)}"
+
+
+def parse_model_key(key: str) -> tuple[str, str, int]:
+    try:
+        run_id, stage, step = key.rsplit("/", 2)
+        return run_id, stage, int(step)
+    except ValueError:
+        raise ValueError(f"not a model id: {key!r} (expected run/stage/step)") from None
+
+
+def model_label(run_id: str, run_name: str, model_stage: str, step) -> str:
+    """Short and unique: runs of one experiment share a name, so the run id's tail is kept."""
+    return f"{run_name}#{run_id.rsplit('-', 1)[-1]} · {model_stage} @ {int(step)}"
+
+
+def _frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=columns) if rows else pd.DataFrame(columns=columns)
+
+
+# ----- runs ---------------------------------------------------------------------------------------
+def runs(home: Path) -> list[dict]:
+    """Every run with its stages (state, progress, last metrics), newest first."""
+    return list(reversed(client.status(home)))
+
+
+def run_tags(home: Path) -> dict[str, list[str]]:
+    rows = read(db_path(home), "SELECT run_id, config FROM runs")
+    out = {}
+    for r in rows:
+        try:
+            out[r["run_id"]] = list(json.loads(r["config"] or "{}").get("tags") or [])
+        except ValueError:
+            out[r["run_id"]] = []
+    return out
+
+
+def training_curve(home: Path, run_id: str, stage: str) -> pd.DataFrame:
+    """One row per logged step of a train stage; columns from its metrics."""
+    rows = read(db_path(home), "SELECT step, ts, data FROM metrics WHERE run_id = ? AND stage = ? "
+                               "ORDER BY step", [run_id, stage])
+    return pd.DataFrame([{"step": r["step"], **json.loads(r["data"])} for r in rows])
+
+
+def stage_evals(home: Path, run_id: str, stage: str) -> pd.DataFrame:
+    """The WER of every evaluation of the weights ``stage`` produced, by step and split."""
+    rows = read(db_path(home), """
+        SELECT step, split, wer, wer_lo, wer_hi, utterances, stage AS evaluated_by
+        FROM evals WHERE run_id = ? AND coalesce(model_stage, stage) = ?
+        ORDER BY step, split""", [run_id, stage])
+    return _frame(rows, ["step", "split", "wer", "wer_lo", "wer_hi", "utterances", "evaluated_by"])
+
+
+def stage_log(home: Path, run_id: str, stage: str, lines: int = 30) -> list[str]:
+    rows = read(db_path(home), "SELECT line FROM logs WHERE run_id = ? AND stage = ? "
+                               "ORDER BY ts DESC, offset_ DESC LIMIT ?", [run_id, stage, lines])
+    return [r["line"] for r in reversed(rows)]
+
+
+# ----- models and the Pareto front ---------------------------------------------------------------
+def splits(home: Path) -> list[str]:
+    rows = read(db_path(home), "SELECT DISTINCT split FROM evals ORDER BY split")
+    return [r["split"] for r in rows]
+
+
+MODEL_COLUMNS = ["model", "run_id", "run_name", "stage", "model_stage", "method", "step", "split",
+                 "wer", "wer_lo", "wer_hi", "utterances", "params", "nonzero_params", "bytes",
+                 "macs_per_second", "rtf", "decoding", "tags"]
+
+
+def models(home: Path, split: str, choice: str = "final", step: int | None = None,
+           dev_split: str = "dev", runs: list[str] | None = None) -> pd.DataFrame:
+    """One row per evaluated model on ``split``: which evaluation of each model's weights counts
+    is ``choice``: ``final`` (its last evaluated step), ``best-dev`` (the step with the lowest
+    WER on ``dev_split`` among the steps also evaluated on ``split``) or ``step`` (the last
+    evaluated step at or before ``step``). Where several stages evaluated the same weights at
+    the same step, the evaluation on most utterances counts."""
+    if choice not in CHOICES:
+        raise ValueError(f"unknown evaluation choice {choice!r}; allowed: {', '.join(CHOICES)}")
+    if choice == "step" and step is None:
+        raise ValueError("choose the step N for 'at step N'")
+    run_filter, params = "", [split]
+    if runs:
+        run_filter = f"AND run_id IN ({', '.join('?' * len(runs))})"
+        params += list(runs)
+    if choice == "final":
+        pick = "SELECT run_id, ms, max(step) AS step FROM e WHERE split = ? GROUP BY ALL"
+        pick_params = [split]
+    elif choice == "step":
+        pick = ("SELECT run_id, ms, max(step) AS step FROM e WHERE split = ? AND step <= ? "
+                "GROUP BY ALL")
+        pick_params = [split, int(step)]
+    else:
+        pick = """SELECT d.run_id, d.ms, arg_min(d.step, d.wer) AS step FROM e d
+                  JOIN e t ON t.run_id = d.run_id AND t.ms = d.ms AND t.step = d.step
+                  WHERE d.split = ? AND t.split = ? GROUP BY ALL"""
+        pick_params = [dev_split, split]
+    rows = read(db_path(home), f"""
+        WITH e AS (
+            SELECT *, coalesce(model_stage, stage) AS ms FROM evals
+            WHERE split IN (?, ?) {run_filter}
+            QUALIFY row_number() OVER (PARTITION BY run_id, ms, split, step
+                                       ORDER BY utterances DESC, ts DESC) = 1),
+        chosen AS ({pick})
+        SELECT e.run_id, r.name AS run_name, e.stage, e.ms AS model_stage,
+               coalesce(s.kind, 'evaluate') AS method, e.step, e.split, e.wer, e.wer_lo,
+               e.wer_hi, e.utterances, e.params, e.nonzero_params, e.bytes, e.macs_per_second,
+               e.rtf, e.decoding, r.config
+        FROM e JOIN chosen c USING (run_id, ms, step)
+        JOIN runs r USING (run_id)
+        LEFT JOIN stages s ON s.run_id = e.run_id AND s.name = e.ms
+        WHERE e.split = ?
+        ORDER BY r.created, e.ms""", [split, dev_split] + params[1:] + pick_params + [split])
+    for r in rows:
+        r["model"] = model_key(r["run_id"], r["stage"], r["step"])
+        try:
+            r["tags"] = ", ".join(json.loads(r.pop("config") or "{}").get("tags") or [])
+        except ValueError:
+            r["tags"] = ""
+    return _frame(rows, MODEL_COLUMNS)
+
+
+def model_details(home: Path, key: str) -> dict:
+    """Everything known about one model: its evaluations on every split (at its step), the run's
+    config, the artifacts of its run."""
+    run_id, stage, step = parse_model_key(key)
+    db = db_path(home)
+    evals = read(db, """SELECT split, wer, wer_lo, wer_hi, utterances, params, nonzero_params,
+                               bytes, macs_per_second, rtf, decoding, model, summary,
+                               coalesce(model_stage, stage) AS model_stage
+                        FROM evals WHERE run_id = ? AND stage = ? AND step = ? ORDER BY split""",
+                 [run_id, stage, step])
+    run = read(db, "SELECT name, config, git_rev, host, created FROM runs WHERE run_id = ?",
+               [run_id])
+    artifacts = read(db, "SELECT stage, kind, path, bytes FROM artifacts WHERE run_id = ? "
+                         "ORDER BY stage, kind", [run_id])
+    return {"model": key, "run_id": run_id, "stage": stage, "step": step,
+            "run": run[0] if run else None, "evals": evals, "artifacts": artifacts}
+
+
+# ----- per-utterance results ---------------------------------------------------------------------
+HYP_COLUMNS = ["cut_id", "reference", "hypothesis", "ref_words", "substitutions", "deletions",
+               "insertions", "errors", "audio", "start", "duration"]
+
+
+def hyps(home: Path, key: str, split: str) -> pd.DataFrame:
+    run_id, stage, step = parse_model_key(key)
+    rows = read(db_path(home), """
+        SELECT cut_id, reference, hypothesis, ref_words, substitutions, deletions, insertions,
+               substitutions + deletions + insertions AS errors, audio, start, duration
+        FROM hyps WHERE run_id = ? AND stage = ? AND split = ? AND step = ?
+        ORDER BY cut_id""", [run_id, stage, split, step])
+    return _frame(rows, HYP_COLUMNS)
+
+
+def compare(home: Path, a: str, b: str, split: str) -> dict:
+    """Model ``b`` against model ``a`` on the utterances both decoded: the WER difference
+    (b - a) with its paired-bootstrap interval, and one row per utterance with both hypotheses
+    and the change in errors."""
+    ra, sa, pa = parse_model_key(a)
+    rb, sb, pb = parse_model_key(b)
+    rows = read(db_path(home), """
+        SELECT x.cut_id, x.reference, x.hypothesis AS hyp_a, y.hypothesis AS hyp_b,
+               x.ref_words, x.substitutions AS sub_a, x.deletions AS del_a, x.insertions AS ins_a,
+               y.substitutions AS sub_b, y.deletions AS del_b, y.insertions AS ins_b,
+               x.audio, x.start, x.duration
+        FROM hyps x JOIN hyps y USING (cut_id, split)
+        WHERE x.run_id = ? AND x.stage = ? AND x.step = ? AND y.run_id = ? AND y.stage = ?
+              AND y.step = ? AND split = ?""", [ra, sa, pa, rb, sb, pb, split])
+    if not rows:
+        return {"utterances": 0, "rows": pd.DataFrame()}
+    df = pd.DataFrame(rows)
+    df["errors_a"] = df.sub_a + df.del_a + df.ins_a
+    df["errors_b"] = df.sub_b + df.del_b + df.ins_b
+    df["delta"] = df.errors_b - df.errors_a
+    res = lambda s: [UtteranceResult(r.cut_id, r.reference, "", r.ref_words,  # noqa: E731
+                                     getattr(r, f"sub_{s}"), getattr(r, f"del_{s}"),
+                                     getattr(r, f"ins_{s}")) for r in df.itertuples()]
+    boot = paired_bootstrap(res("a"), res("b"))
+    words = max(int(df.ref_words.sum()), 1)
+    return {**boot, "wer_a": 100.0 * df.errors_a.sum() / words,
+            "wer_b": 100.0 * df.errors_b.sum() / words,
+            "rows": df.sort_values("delta", key=lambda d: -d.abs(), kind="stable")}
+
+
+def utterances(home: Path, keys: list[str], split: str, search: str = "",
+               limit: int = 200, sort: str = "errors") -> pd.DataFrame:
+    """Utterances of ``split`` decoded by the first model in ``keys``, with every selected
+    model's hypothesis; filtered by a case-insensitive text search, worst first (or by id)."""
+    if not keys:
+        return pd.DataFrame(columns=HYP_COLUMNS)
+    db = db_path(home)
+    run_id, stage, step = parse_model_key(keys[0])
+    order = "errors DESC, cut_id" if sort == "errors" else "cut_id"
+    rows = read(db, f"""
+        SELECT cut_id, reference, hypothesis, ref_words, substitutions, deletions, insertions,
+               substitutions + deletions + insertions AS errors, audio, start, duration
+        FROM hyps WHERE run_id = ? AND stage = ? AND split = ? AND step = ?
+              AND (? = '' OR reference ILIKE '%' || ? || '%' OR cut_id ILIKE '%' || ? || '%')
+        ORDER BY {order} LIMIT ?""", [run_id, stage, split, step, search, search, search, limit])
+    return _frame(rows, HYP_COLUMNS)
+
+
+def hypotheses_of(home: Path, keys: list[str], split: str, cut_id: str) -> list[dict]:
+    """Each model's hypothesis of one utterance (models that did not decode it are left out)."""
+    out = []
+    for key in keys:
+        run_id, stage, step = parse_model_key(key)
+        rows = read(db_path(home), """
+            SELECT reference, hypothesis, substitutions + deletions + insertions AS errors,
+                   ref_words, audio, start, duration
+            FROM hyps WHERE run_id = ? AND stage = ? AND split = ? AND step = ? AND cut_id = ?""",
+                    [run_id, stage, split, step, cut_id])
+        if rows:
+            out.append({"model": key, **rows[0]})
+    return out
+
+
+def evaluated(home: Path) -> pd.DataFrame:
+    """Every (model, split) with per-utterance results, newest run first, labelled for pickers."""
+    rows = read(db_path(home), """
+        SELECT e.run_id, r.name AS run_name, e.stage, coalesce(e.model_stage, e.stage) AS model_stage,
+               e.step, e.split, e.wer, e.utterances
+        FROM evals e JOIN runs r USING (run_id)
+        ORDER BY r.created DESC, model_stage, e.step DESC, e.stage, e.split""")
+    df = _frame(rows, ["run_id", "run_name", "stage", "model_stage", "step", "split", "wer",
+                       "utterances"])
+    df["model"] = [model_key(r, s, p) for r, s, p in zip(df.run_id, df.stage, df.step)]
+    df["label"] = [model_label(r, n, m, p) + (f" (by {s})" if s != m else "")
+                   for r, n, m, p, s in zip(df.run_id, df.run_name, df.model_stage, df.step,
+                                            df.stage)]
+    return df

@@ -1,0 +1,209 @@
+"""One AppTest per page of the explorer, against the DuckDB file the real engine filled.
+
+AppTest cannot run fragments, click plotly points or play audio (shared DESIGN.md): those are
+covered by the browser test; selection -> model ids is tested directly in test_logic.py.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app import data
+from engine.config import ConfigError, parse_experiment, toml_data
+
+from .conftest import ROOT
+
+APP = str(ROOT / "streamlit_app.py")
+
+
+def page(name: str, **params) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.switch_page(f"app/pages/{name}.py")
+    for k, v in params.items():
+        at.query_params[k] = v
+    return at.run()
+
+
+def ok(at: AppTest) -> AppTest:
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(at: AppTest) -> str:
+    return "\n".join(m.value for m in at.markdown) + "\n".join(c.value for c in at.caption)
+
+
+@pytest.fixture(autouse=True)
+def _home(filled_lab, monkeypatch):
+    monkeypatch.setenv("ASRLAB_HOME", str(filled_lab.home))
+    monkeypatch.chdir(ROOT)
+
+
+# ----- Runs ----------------------------------------------------------------------------------------
+def test_runs_lists_every_run_and_shows_a_stage(filled_lab):
+    at = ok(page("runs"))
+    run_box = at.selectbox(key="run")
+    assert set(filled_lab.runs) <= set(run_box.options)
+    run_box.set_value(filled_lab.runs[0]).run()
+    at.selectbox(key="stage").set_value("model").run()
+    ok(at)
+    # the URL carries the selection so the view can be shared
+    assert at.query_params["run"] == [filled_lab.runs[0]] or at.query_params["run"] == \
+        filled_lab.runs[0]
+    buttons = {b.label: b for b in at.button}
+    assert buttons["Cancel run"].disabled and buttons["Resume run"].disabled  # a finished run
+
+
+# ----- Launch --------------------------------------------------------------------------------------
+def test_launch_previews_a_file_and_reports_errors_as_the_cli_does():
+    at = ok(page("launch", file="tiny.toml"))
+    assert 'name = "tiny"' in at.code[0].value and "eval_every = 20" in at.code[0].value
+    area = at.text_area(key="text-tiny.toml")
+    area.set_value(area.value.replace('kind = "evaluate"', 'kind = "evaluat"')).run()
+    ok(at)
+    # the CLI's own message, naming the stage, the key and what is allowed
+    with pytest.raises(ConfigError) as cli:
+        parse_experiment(toml_data(area.value, "experiments/tiny.toml"), "experiments/tiny.toml")
+    assert [e.value for e in at.error] == [str(cli.value)]
+    assert "stages[2].kind: unknown stage kind 'evaluat'" in at.error[0].value
+    area.set_value("name = \n").run()
+    assert "experiments/tiny.toml: invalid TOML" in at.error[0].value
+
+
+def test_launch_builds_and_submits_a_real_run(filled_lab, tiny):
+    at = ok(page("launch"))
+    at.radio(key="mode").set_value("build one").run()
+    at.text_input(key="name").set_value("from-the-form").run()
+    at.text_input(key="corpus").set_value(str(tiny)).run()
+    at.text_input(key="tags").set_value("ui, form").run()
+    ok(at)
+    preview = at.code[0].value
+    assert 'name = "from-the-form"' in preview and 'tags = ["ui", "form"]' in preview
+    at.selectbox(key="add_kind").set_value("export").run()
+    next(b for b in at.button if b.label == "add stage").click().run()
+    ok(at)
+    assert "[[stages]]\nkind = \"export\"" in at.code[0].value
+    # a bad value is refused with the field named, before anything is submitted
+    at.number_input(key="vocab").set_value(8).run()
+    at.text_input(key="corpus").set_value(str(tiny / "missing")).run()
+    at.button(key="submit").click().run()
+    assert any("no such" in e.value or "missing" in e.value for e in at.error), \
+        [e.value for e in at.error]
+    at.text_input(key="corpus").set_value(str(tiny)).run()
+    at.button(key="submit").click().run()
+    ok(at)
+    assert at.success, [e.value for e in at.error]
+    run_id = at.success[0].value.split(": ")[-1].split(",")[0]
+    st = filled_lab.status(run_id)
+    assert st["name"] == "from-the-form" and [s["kind"] for s in st["stages"]] == [
+        "train", "evaluate", "export"]
+    filled_lab.cli("cancel", run_id)
+    filled_lab.wait(run_id)
+
+
+# ----- Pareto --------------------------------------------------------------------------------------
+def test_pareto_lists_the_front_and_opens_a_selected_model(filled_lab):
+    at = ok(page("pareto", split="test-clean"))
+    front = at.dataframe[0].value
+    models = data.models(filled_lab.home, "test-clean")
+    assert len(models) == 2 and set(front["model"]) <= set(models["model"])
+    assert "2 models" in texts(at)
+    # the URL's selection opens the model's details, with links to Compare and Listen
+    key = models["model"].iloc[0]
+    at = ok(page("pareto", split="test-clean", models=key, x="params"))
+    assert at.multiselect(key="sel").value == [key]
+    assert any(key in m.value for m in at.markdown)
+    assert len(at.get("page_link")) >= 2  # to Listen and to Compare
+
+
+def test_pareto_chooses_which_evaluation_counts(filled_lab):
+    home = filled_lab.home
+    final = data.models(home, "test-clean", "final")
+    best = data.models(home, "test-clean", "best-dev")
+    early = data.models(home, "test-clean", "step", step=15)
+    assert set(final["step"]) == {30} and set(early["step"]) == {10}
+    for run_id in filled_lab.runs:
+        evals = data.stage_evals(home, run_id, "model")
+        dev = evals[(evals.split == "dev") & (evals.evaluated_by == "model")]
+        chosen = best[best.run_id == run_id]["step"].item()
+        assert dev.set_index("step")["wer"][chosen] == dev["wer"].min()
+    at = ok(page("pareto", split="test-clean", choice="step", step="15"))
+    assert at.number_input(key="step").value == 15
+    assert set(at.dataframe[-1].value["step"]) == {10}
+    at = ok(page("pareto", split="test-clean", choice="step", step="5"))
+    assert any("No model has an evaluation" in w.value for w in at.warning)
+
+
+def test_pareto_filters_by_run_and_tag(filled_lab):
+    at = ok(page("pareto", split="test-clean", runs=filled_lab.runs[0]))
+    assert "1 models" in texts(at)
+    at = ok(page("pareto", split="test-clean", tag="explorer-test"))
+    assert "2 models" in texts(at)
+
+
+# ----- Compare -------------------------------------------------------------------------------------
+def test_compare_shows_the_paired_difference_and_word_diffs(filled_lab):
+    models = data.models(filled_lab.home, "test-clean")
+    a, b = models["model"].tolist()
+    at = ok(page("compare", a=a, b=b, split="test-clean"))
+    labels = [m.label for m in at.metric]
+    assert "B − A, 95% paired-bootstrap interval" in labels
+    res = data.compare(filled_lab.home, a, b, "test-clean")
+    shown = next(m for m in at.metric if m.label.startswith("B − A")).value
+    assert shown == f"[{res['ci'][0]:+.2f}, {res['ci'][1]:+.2f}]"
+    assert res["utterances"] == 12
+    at.checkbox(key="only").uncheck().run()
+    ok(at)
+    table = at.dataframe[0].value
+    assert len(table) == 12 and list(table["delta"].abs()) == sorted(table["delta"].abs(),
+                                                                      reverse=True)
+    assert any("errors)" in m.value for m in at.markdown)  # the word-level diff of A and B
+
+
+# ----- Listen --------------------------------------------------------------------------------------
+def test_listen_plays_an_utterance_and_shows_each_hypothesis(filled_lab):
+    models = data.models(filled_lab.home, "test-clean")
+    keys = models["model"].tolist()
+    at = ok(page("listen", split="test-clean", models=keys))
+    table = at.dataframe[0].value
+    assert list(table["errors"]) == sorted(table["errors"], reverse=True)  # worst first
+    assert at.get("audio"), "no audio player"
+    assert not at.warning, [w.value for w in at.warning]
+    hyp_lines = [m.value for m in at.markdown if "error(s)" in m.value]
+    assert len(hyp_lines) == 2
+    # search by text
+    word = table["reference"].iloc[0].split()[0]
+    at.text_input(key="q").set_value(word).run()
+    ok(at)
+    assert all(word.lower() in r.lower() for r in at.dataframe[0].value["reference"])
+    assert at.query_params["q"] in (word, [word])
+
+
+def test_pages_without_a_store_say_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("ASRLAB_HOME", str(tmp_path / "empty"))
+    for name in ("runs", "pareto", "compare", "listen"):
+        at = ok(page(name))
+        assert at.info, name
+
+
+def test_pages_read_while_the_supervisor_writes(filled_lab):
+    """No cached connection: a page renders while a run is being trained and written."""
+    exp = filled_lab.experiment(steps=200, log_every=2, checkpoint_every=50)
+    run_id = json.loads(filled_lab.cli("run", str(exp), "--json"))["run_id"]
+    try:
+        filled_lab.wait_for(lambda: (filled_lab.stage(run_id, "model").get("last_metrics")
+                                     or {}).get("step", 0) >= 4, "training to log", 120)
+        seen = set()
+        for _ in range(4):
+            at = ok(page("runs", run=run_id))
+            seen.add(at.selectbox(key="run").value)
+            time.sleep(0.5)
+        assert seen == {run_id}
+        ok(page("pareto"))
+    finally:
+        filled_lab.cli("cancel", run_id)
+        filled_lab.wait(run_id)
