@@ -3,11 +3,13 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := espeak-ng flite sox libsndfile1
+# chromium: the explorer's real-browser test (driven by pip playwright, never `playwright install`)
+APT_PACKAGES := espeak-ng flite sox libsndfile1 chromium
+UI_PORT ?= 8501
 export ASRLAB_HOME ?= $(CURDIR)/lab
 DEMO_DIR := $(ASRLAB_HOME)/corpora/demo
 
-.PHONY: setup apt venv demo test bench clean
+.PHONY: setup apt venv demo test bench ui clean
 
 setup: apt venv
 
@@ -35,6 +37,7 @@ demo: setup
 	$(BIN)/asrlab corpus info $(DEMO_DIR)
 	$(BIN)/asrlab run experiments/demo.toml --wait
 	$(BIN)/asrlab results
+	@$(BIN)/asrlab ui --background --port $(UI_PORT)
 
 test: setup
 	$(BIN)/python -m pytest -q
@@ -44,6 +47,11 @@ bench: setup
 	$(BIN)/python benchmarks/bench_train.py --corpus $(DEMO_DIR)
 	$(BIN)/python benchmarks/bench_loss.py
 	$(BIN)/python benchmarks/bench_engine.py
+	$(BIN)/python benchmarks/bench_explorer.py
+
+ui: setup
+	$(BIN)/asrlab ui --port $(UI_PORT)
 
 clean:
+	-$(BIN)/asrlab ui --stop 2>/dev/null
 	rm -rf $(VENV) lab data .pytest_cache
