@@ -59,6 +59,20 @@ def runs(home: Path) -> list[dict]:
     return list(reversed(client.status(home)))
 
 
+def stage_table(runs: list[dict]) -> pd.DataFrame:
+    """One row per stage of ``runs`` with its state, progress and last training metrics."""
+    rows = []
+    for r in runs:
+        for s in r["stages"]:
+            m = s.get("last_metrics") or {}
+            rows.append({"run": r["run_id"], "run state": r["state"], "stage": s["name"],
+                         "kind": s["kind"], "state": s["state"], "progress": s["progress"],
+                         "step": m.get("step"), "loss": m.get("loss"),
+                         "minutes": m.get("train_minutes"), "attempt": s["attempt"],
+                         "error": s.get("error") or ""})
+    return pd.DataFrame(rows)
+
+
 def run_tags(home: Path) -> dict[str, list[str]]:
     rows = read(db_path(home), "SELECT run_id, config FROM runs")
     out = {}

@@ -1,6 +1,5 @@
 """Runs: every run and stage with state, progress and last metrics, live; a stage's curves."""
 
-import pandas as pd
 import streamlit as st
 
 from app import actions, charts, data, ui
@@ -10,19 +9,6 @@ home = ui.home()
 REFRESH_S = 2.0
 
 
-def stage_rows(runs: list[dict]) -> pd.DataFrame:
-    rows = []
-    for r in runs:
-        for s in r["stages"]:
-            m = s.get("last_metrics") or {}
-            rows.append({"run": r["run_id"], "run state": r["state"], "stage": s["name"],
-                         "kind": s["kind"], "state": s["state"], "progress": s["progress"],
-                         "step": m.get("step"), "loss": m.get("loss"),
-                         "minutes": m.get("train_minutes"), "attempt": s["attempt"],
-                         "error": s.get("error") or ""})
-    return pd.DataFrame(rows)
-
-
 @st.fragment(run_every=REFRESH_S)
 def overview() -> None:
     runs = data.runs(home)
@@ -30,7 +16,7 @@ def overview() -> None:
         st.info("No runs yet: submit one on the Launch page or with `asrlab run "
                 "experiments/tiny.toml`.")
         return
-    df = stage_rows(runs)
+    df = data.stage_table(runs)
     counts = df.drop_duplicates("run")["run state"].value_counts()
     st.caption(" · ".join(f"{n} {state}" for state, n in counts.items())
                + f" · refreshed every {REFRESH_S:.0f} s")

@@ -106,10 +106,15 @@ def test_launch_builds_and_submits_a_real_run(filled_lab, tiny):
 
 
 # ----- Pareto --------------------------------------------------------------------------------------
+def ours(lab, split: str, choice: str = "final", step: int | None = None):
+    """The models of the fixture's sweep (other tests add runs to the shared lab)."""
+    return data.models(lab.home, split, choice, step, runs=lab.runs)
+
+
 def test_pareto_lists_the_front_and_opens_a_selected_model(filled_lab):
-    at = ok(page("pareto", split="test-clean"))
+    at = ok(page("pareto", split="test-clean", runs=filled_lab.runs))
     front = at.dataframe[0].value
-    models = data.models(filled_lab.home, "test-clean")
+    models = ours(filled_lab, "test-clean")
     assert len(models) == 2 and set(front["model"]) <= set(models["model"])
     assert "2 models" in texts(at)
     # the URL's selection opens the model's details, with links to Compare and Listen
@@ -122,16 +127,16 @@ def test_pareto_lists_the_front_and_opens_a_selected_model(filled_lab):
 
 def test_pareto_chooses_which_evaluation_counts(filled_lab):
     home = filled_lab.home
-    final = data.models(home, "test-clean", "final")
-    best = data.models(home, "test-clean", "best-dev")
-    early = data.models(home, "test-clean", "step", step=15)
+    final = ours(filled_lab, "test-clean", "final")
+    best = ours(filled_lab, "test-clean", "best-dev")
+    early = ours(filled_lab, "test-clean", "step", step=15)
     assert set(final["step"]) == {30} and set(early["step"]) == {10}
     for run_id in filled_lab.runs:
         evals = data.stage_evals(home, run_id, "model")
         dev = evals[(evals.split == "dev") & (evals.evaluated_by == "model")]
         chosen = best[best.run_id == run_id]["step"].item()
         assert dev.set_index("step")["wer"][chosen] == dev["wer"].min()
-    at = ok(page("pareto", split="test-clean", choice="step", step="15"))
+    at = ok(page("pareto", split="test-clean", choice="step", step="15", runs=filled_lab.runs))
     assert at.number_input(key="step").value == 15
     assert set(at.dataframe[-1].value["step"]) == {10}
     at = ok(page("pareto", split="test-clean", choice="step", step="5"))
@@ -141,14 +146,13 @@ def test_pareto_chooses_which_evaluation_counts(filled_lab):
 def test_pareto_filters_by_run_and_tag(filled_lab):
     at = ok(page("pareto", split="test-clean", runs=filled_lab.runs[0]))
     assert "1 models" in texts(at)
-    at = ok(page("pareto", split="test-clean", tag="explorer-test"))
+    at = ok(page("pareto", split="test-clean", tag="explorer-test", runs=filled_lab.runs))
     assert "2 models" in texts(at)
 
 
 # ----- Compare -------------------------------------------------------------------------------------
 def test_compare_shows_the_paired_difference_and_word_diffs(filled_lab):
-    models = data.models(filled_lab.home, "test-clean")
-    a, b = models["model"].tolist()
+    a, b = ours(filled_lab, "test-clean")["model"].tolist()
     at = ok(page("compare", a=a, b=b, split="test-clean"))
     labels = [m.label for m in at.metric]
     assert "B − A, 95% paired-bootstrap interval" in labels
@@ -166,8 +170,7 @@ def test_compare_shows_the_paired_difference_and_word_diffs(filled_lab):
 
 # ----- Listen --------------------------------------------------------------------------------------
 def test_listen_plays_an_utterance_and_shows_each_hypothesis(filled_lab):
-    models = data.models(filled_lab.home, "test-clean")
-    keys = models["model"].tolist()
+    keys = ours(filled_lab, "test-clean")["model"].tolist()
     at = ok(page("listen", split="test-clean", models=keys))
     table = at.dataframe[0].value
     assert list(table["errors"]) == sorted(table["errors"], reverse=True)  # worst first
