@@ -58,7 +58,8 @@ def training_curves(curve: pd.DataFrame, evals: pd.DataFrame) -> go.Figure:
     """Loss (per token) against step, and the WER of every evaluation of the stage's weights on a
     second axis."""
     fig = go.Figure()
-    for col, name in (("loss", "loss"), ("rnnt", "transducer loss"), ("ctc", "CTC loss")):
+    for col, name in (("loss", "loss"), ("rnnt", "transducer loss"), ("ctc", "CTC loss"),
+                      ("kd", "KD (output)"), ("layer", "KD (layerwise)")):
         if col in curve and curve[col].notna().any() and (curve[col] != 0).any():
             fig.add_trace(go.Scatter(x=curve["step"], y=curve[col], mode="lines", name=name))
     for split, g in evals.groupby("split") if len(evals) else []:
@@ -67,7 +68,8 @@ def training_curves(curve: pd.DataFrame, evals: pd.DataFrame) -> go.Figure:
             error_y=dict(type="data", symmetric=False, array=g["wer_hi"] - g["wer"],
                          arrayminus=g["wer"] - g["wer_lo"])))
     fig.update_layout(xaxis_title="step", yaxis_title="loss per token",
-                      yaxis2=dict(title="WER (%)", overlaying="y", side="right", rangemode="tozero"),
+                      yaxis2=dict(title="WER (%)", overlaying="y", side="right", rangemode="tozero",
+                                  tickformat=".0f", showgrid=False),
                       height=360, margin=dict(l=10, r=10, t=30, b=10),
                       legend=dict(orientation="h", y=1.12))
     return fig

@@ -45,19 +45,27 @@ def settle(page, quiet_s: float = 1.0, timeout_s: float = 60.0) -> None:
     raise TimeoutError(f"{page.url}: the app kept running for {timeout_s:.0f} s")
 
 
+DEFAULT_PAGE = "runs"  # served at the root URL
+
+
 def open_page(page, base_url: str, name: str, query: str = "") -> None:
-    page.goto(f"{base_url.rstrip('/')}/{name}{'?' + query if query else ''}")
+    path = "" if name == DEFAULT_PAGE else name
+    page.goto(f"{base_url.rstrip('/')}/{path}{'?' + query if query else ''}")
     page.wait_for_selector(f"h1:has-text('{PAGES[name]}')", timeout=60_000)
     settle(page)
 
 
 def exceptions(page) -> list[str]:
-    """Streamlit exceptions shown on the page (error boxes with a traceback)."""
-    return page.locator('[data-testid="stException"]').all_inner_texts()
+    """Streamlit exceptions shown on the page (error boxes with a traceback), and its "page not
+    found" dialog."""
+    found = page.locator('[data-testid="stException"]').all_inner_texts()
+    if page.get_by_text("Page not found").count():
+        found.append(f"{page.url}: Streamlit says 'Page not found'")
+    return found
 
 
 def shoot(base_url: str, out: Path, queries: dict[str, str] | None = None,
-          width: int = 1400, height: int = 1000) -> dict[str, Path]:
+          width: int = 1400, height: int = 1900) -> dict[str, Path]:
     from playwright.sync_api import sync_playwright
 
     out.mkdir(parents=True, exist_ok=True)
