@@ -4,7 +4,7 @@ An experiment names its data and an ordered list of ``[[stages]]``. Every stage 
 a unique ``name``; stages that work on a model name the earlier stage it comes from (``model``).
 Unknown keys, unknown stage kinds and dangling stage references are rejected with the key path
 and the allowed values, e.g. ``experiments/x.toml: stages[1].kind: unknown stage kind 'prun';
-allowed: evaluate, export, train``.
+allowed: distill, evaluate, export, train``.
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ class ModelConfig(_Strict):
     dropout: float | None = Field(None, ge=0.0, lt=1.0)
     time_reduction: bool = Field(True, description="merge frame pairs after block 2: 12.5 Hz "
                                                    "into the joiner instead of 25 Hz")
+    blocks: int | None = Field(None, ge=3, description="encoder depth instead of the preset's "
+                                                       "(each block as the preset's)")
     loss: Literal["pruned", "full", "torchaudio"] = Field(
         "pruned", description="pruned: k2-style pruned RNN-T; full: the pure-PyTorch loss over "
                               "the whole lattice; torchaudio: torchaudio's rnnt_loss")
@@ -82,6 +84,29 @@ class TrainStage(_Strict):
     init_from: str | None = Field(None, description="stage whose weights start this one")
 
 
+class KDConfig(_Strict):
+    loss: Literal["yblank", "full", "none"] = Field(
+        "yblank", description="yblank: 3-way KD on P(y), P(blank), P(rest) (Panchapagesan et "
+                              "al. 2021); full: KL over the vocabulary; none: no output KD")
+    weight: float = Field(1.0, ge=0.0, description="beta: weight of the KD term")
+    temperature: float = Field(1.0, gt=0.0, description="for full KD (scaled by tau^2)")
+    layerwise_weight: float = Field(0.0, ge=0.0, description="gamma: weight of layerwise KD")
+    layerwise_distance: Literal["mse", "l1-cosine"] = "mse"
+    layer_map: list[int] | None = Field(
+        None, description="student block matched to each teacher block (-1: none); default "
+                          "by relative depth")
+
+
+class DistillStage(_Strict):
+    kind: Literal["distill"]
+    name: str
+    teacher: str = Field(description="the stage whose model teaches (a train or distill stage)")
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    kd: KDConfig = KDConfig()
+    init_from: str | None = Field(None, description="stage whose weights start the student")
+
+
 class EvaluateStage(_Strict):
     kind: Literal["evaluate"]
     name: str
@@ -99,8 +124,18 @@ class ExportStage(_Strict):
     model: str
 
 
-Stage = Annotated[Union[TrainStage, EvaluateStage, ExportStage], Field(discriminator="kind")]
-STAGE_KINDS = ("evaluate", "export", "train")
+Stage = Annotated[Union[TrainStage, DistillStage, EvaluateStage, ExportStage],
+                  Field(discriminator="kind")]
+STAGE_KINDS = ("distill", "evaluate", "export", "train")
+MODEL_KINDS = ("distill", "train")  # the stage kinds that make a model
+
+
+def stage_inputs(st) -> list[tuple[str, str]]:
+    """(key, stage name) of every model a stage takes from earlier stages."""
+    if st.kind in MODEL_KINDS:
+        refs = [("teacher", st.teacher)] if st.kind == "distill" else []
+        return refs + ([("init_from", st.init_from)] if st.init_from else [])
+    return [("model", st.model)]
 
 
 class Experiment(_Strict):
@@ -117,15 +152,12 @@ class Experiment(_Strict):
         for i, st in enumerate(self.stages):
             if st.name in seen:
                 raise ValueError(f"stages[{i}].name: duplicate stage name {st.name!r}")
-            refs = [("model", getattr(st, "model", None))] if st.kind != "train" else []
-            if st.kind == "train" and st.init_from:
-                refs.append(("init_from", st.init_from))
-            for key, ref in refs:
+            for key, ref in stage_inputs(st):
                 if ref not in seen:
                     raise ValueError(f"stages[{i}].{key}: no earlier stage named {ref!r}; "
                                      f"earlier stages: {sorted(seen) or 'none'} (a stage takes "
                                      f"only from stages above it, so a graph has no cycles)")
-                if seen[ref] != "train":
+                if seen[ref] not in MODEL_KINDS:
                     raise ValueError(f"stages[{i}].{key}: stage {ref!r} is a {seen[ref]} stage "
                                      f"and makes no model")
             seen[st.name] = st.kind

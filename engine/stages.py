@@ -13,14 +13,14 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 import torch
 
 from engine.checkpoint import load_model, save_model
-from engine.config import EvaluateStage, Experiment, ExportStage, TrainStage
+from engine.config import DistillStage, EvaluateStage, Experiment, ExportStage, TrainStage
 from engine.data.corpus import write_json_atomic
 from engine.data.features import compute_features, train_cmvn
 from engine.data.tokenizer import Tokenizer, tokenizer_dir, train_tokenizer
@@ -118,11 +118,33 @@ def model_tokenizer(meta: dict) -> Tokenizer | None:
 
 # ----- train -------------------------------------------------------------------------------------
 def run_train(stage: TrainStage, ctx: Context) -> dict:
-    from engine.train import Trainer
+    return fit(stage, ctx, new_model(stage, ctx))
 
-    out = ctx.out / stage.name
+
+def run_distill(stage: DistillStage, ctx: Context) -> dict:
+    """Train a student against the frozen model of ``stage.teacher`` (engine.compress.distill)."""
+    from engine.compress.distill import Distiller
+
+    student = new_model(stage, ctx)
+    teacher_path = ctx.model_of(stage.teacher)
+    teacher, meta = load_model(teacher_path)
+    proto = meta.get("tokenizer")
+    if proto is not None and bytes(proto.numpy().tobytes()) != ctx.tokenizer.proto():
+        raise ValueError(f"{stage.name}: the teacher {teacher_path} was trained with another "
+                         f"tokenizer than this experiment's (corpus {ctx.exp.data.corpus}, "
+                         f"vocabulary {ctx.exp.data.vocab_size}); distillation needs the same one")
+    ctx.log(f"{stage.name}: distilling {stage.model.preset} from {stage.teacher} "
+            f"({sum(p.numel() for p in teacher.parameters()):,} parameters), KD {stage.kd.loss} "
+            f"x {stage.kd.weight}" + (f", layerwise {stage.kd.layerwise_distance} x "
+                                      f"{stage.kd.layerwise_weight}"
+                                      if stage.kd.layerwise_weight else ""))
+    return fit(stage, ctx, Distiller(student, teacher, stage.kd))
+
+
+def new_model(stage, ctx: Context) -> Transducer:
+    """The model a train or distill stage starts from: its preset, seeded, with the corpus's
+    feature statistics; weights of ``init_from`` where given."""
     tok = ctx.tokenizer
-    cuts = split_features(ctx.corpus, ctx.exp.data.train_split, progress=ctx.progress)
     stats = train_cmvn(ctx.corpus)
     m = stage.model
     kwargs = {k: v for k, v in {"chunk_size": m.chunk_size, "left_chunks": m.left_chunks,
@@ -132,17 +154,32 @@ def run_train(stage: TrainStage, ctx: Context) -> dict:
                  predictor=m.predictor, loss=m.loss, prune_range=m.prune_range,
                  simple_loss_scale=m.simple_loss_scale, time_reduction=m.time_reduction,
                  **kwargs)
+    if m.blocks is not None:
+        enc = cfg.encoder
+        cfg = replace(cfg, encoder=replace(enc, blocks=(enc.blocks[0],) * m.blocks))
     torch.manual_seed(ctx.exp.seed)  # the initial weights depend on the seed alone
     model = build(cfg, stats)
     if stage.init_from:
         src, _ = load_model(ctx.model_of(stage.init_from), inference=False)
         model.load_state_dict(src.state_dict(), strict=False)  # heads it lacks start fresh
+    return model
+
+
+def fit(stage, ctx: Context, trained) -> dict:
+    """Train ``trained`` (a model, or a distiller holding one) as the stage says; emit metrics,
+    periodic evaluations and the final model."""
+    from engine.train import Trainer
+
+    out = ctx.out / stage.name
+    tok = ctx.tokenizer
+    model = getattr(trained, "student", trained)
+    cuts = split_features(ctx.corpus, ctx.exp.data.train_split, progress=ctx.progress)
     bar = None
     if ctx.progress:
         from tqdm import tqdm
 
         total = stage.train.max_steps
-        bar = tqdm(total=total, desc=f"train {stage.name}", unit="step", mininterval=1.0)
+        bar = tqdm(total=total, desc=f"{stage.kind} {stage.name}", unit="step", mininterval=1.0)
 
     limits = stage.train
 
@@ -190,8 +227,8 @@ def run_train(stage: TrainStage, ctx: Context) -> dict:
         finally:
             shutil.rmtree(probe, ignore_errors=True)
 
-    trainer = Trainer(model, cuts, tok, stage.train, out, seed=ctx.exp.seed, on_metrics=on_metrics,
-                      log=ctx.log, on_step=on_step)
+    trainer = Trainer(trained, cuts, tok, stage.train, out, seed=ctx.exp.seed,
+                      on_metrics=on_metrics, log=ctx.log, on_step=on_step)
     path = trainer.run()
     if bar is not None:
         bar.close()
@@ -316,7 +353,8 @@ def run_export(stage: ExportStage, ctx: Context) -> dict:
     return {**info, "model": str(src)}
 
 
-STAGE_KINDS = {"train": run_train, "evaluate": run_evaluate, "export": run_export}
+STAGE_KINDS = {"train": run_train, "distill": run_distill, "evaluate": run_evaluate,
+               "export": run_export}
 
 
 def run_experiment(exp: Experiment, out: Path, progress: bool = True,

@@ -37,6 +37,9 @@ from engine.models.build import to_dict
 from engine.models.transducer import Transducer
 
 
+EXTRA_TERMS = ("kd", "layer")  # loss terms a distiller adds to the model's
+
+
 def lr_factor(step: int, warmup: int) -> float:
     """Linear warmup to 1 over ``warmup`` steps, then 1/sqrt decay (no total step count needed,
     so a time budget can end training anywhere)."""
@@ -81,6 +84,8 @@ class Trainer:
                  log: Callable[[str], None] | None = None,
                  on_step: Callable[[int], None] | None = None) -> None:
         self.model, self.cuts, self.cfg, self.out, self.seed = model, cuts, cfg, Path(out), seed
+        # what is trained and saved: the model itself, or the student inside a distiller
+        self.student: Transducer = getattr(model, "student", model)
         self.on_metrics = on_metrics
         self.on_step = on_step  # after each update, outside the timed training seconds
         self.log = log or (lambda line: None)
@@ -91,6 +96,8 @@ class Trainer:
             noise=NoiseAugment(cfg.noise_p, seed=seed) if cfg.noise_p > 0 else None)
         decay, no_decay = [], []
         for name, p in model.named_parameters():
+            if not p.requires_grad:
+                continue
             (no_decay if p.ndim < 2 or "norm" in name else decay).append(p)
         self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                       {"params": no_decay, "weight_decay": 0.0}],
@@ -109,8 +116,11 @@ class Trainer:
     def _state(self) -> dict:
         p = self.progress
         return {
-            "format": "asrlab-train-checkpoint", "config": to_dict(self.model.config()),
-            "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+            "format": "asrlab-train-checkpoint", "config": to_dict(self.student.config()),
+            "model": self.student.state_dict(),
+            # a distiller's own trainable parts (layer maps); its teacher is not saved
+            "distiller": self.model.state_dict() if self.model is not self.student else None,
+            "optimizer": self.opt.state_dict(),
             "scheduler": self.sched.state_dict(),
             "progress": {"step": p.step, "epoch": p.epoch, "batch_in_epoch": p.batch_in_epoch,
                          "train_seconds": p.train_seconds, "audio_seconds": p.audio_seconds},
@@ -133,7 +143,10 @@ class Trainer:
         if not ckpts:
             return False
         st = torch.load(ckpts[-1], map_location="cpu", weights_only=True)
-        self.model.load_state_dict(st["model"])
+        if st.get("distiller") is not None:
+            self.model.load_state_dict(st["distiller"])
+        else:
+            self.student.load_state_dict(st["model"])
         self.opt.load_state_dict(st["optimizer"])
         self.sched.load_state_dict(st["scheduler"])
         self.progress = Progress(**st["progress"])
@@ -227,6 +240,9 @@ class Trainer:
         window["rnnt"] += out["rnnt"].item()
         window["ctc"] += float(out["ctc"].item()) if "ctc" in out else 0.0
         window["simple"] += float(out["simple"].item()) if "simple" in out else 0.0
+        for k in EXTRA_TERMS:  # distillation terms, each logged on its own
+            if k in out:
+                window[k] = window.get(k, 0.0) + float(out[k].item())
         window["tokens"] += tokens
         window["audio"] += audio
         window["grad"] += float(grad)
@@ -239,10 +255,13 @@ class Trainer:
                "lr": self.opt.param_groups[0]["lr"], "grad_norm": w["grad"] / max(w["steps"], 1),
                "audio_s_per_s": w["audio"] / max(w["time"], 1e-9), "rss_mb": round(rss_mb(), 1),
                "train_minutes": p.train_seconds / 60, "audio_hours": p.audio_seconds / 3600}
-        if self.model.ctc is not None:
+        if self.student.ctc is not None:
             row["ctc"] = w["ctc"] / max(w["tokens"], 1)
-        if self.model.simple_am is not None:
+        if self.student.simple_am is not None:
             row["simple"] = w["simple"] / max(w["tokens"], 1)
+        for k in EXTRA_TERMS:
+            if k in w:
+                row[k] = w[k] / max(w["tokens"], 1)
         self._log(row)
         for k in w:
             w[k] = 0 if isinstance(w[k], int) else 0.0
@@ -254,8 +273,8 @@ class Trainer:
             states = [torch.load(c, map_location="cpu", weights_only=True)["model"] for c in ckpts]
             avg = {k: (sum(s[k].double() for s in states) / len(states)).to(v.dtype)
                    if v.is_floating_point() else v for k, v in states[-1].items()}
-            self.model.load_state_dict(avg)
-        return save_model(self.model.eval(), self.out / "model.pt", meta={
+            self.student.load_state_dict(avg)
+        return save_model(self.student.eval(), self.out / "model.pt", meta={
             "step": self.progress.step, "train_minutes": round(self.progress.train_seconds / 60, 2),
             "audio_hours": round(self.progress.audio_seconds / 3600, 3),
             "averaged": [c.name for c in ckpts]})

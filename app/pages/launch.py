@@ -7,8 +7,8 @@ from pathlib import Path
 import streamlit as st
 
 from app import actions, serve, ui
-from engine.config import (ConfigError, EvaluateStage, ModelConfig, TrainConfig, parse_experiment,
-                           to_toml, toml_data)
+from engine.config import (MODEL_KINDS, ConfigError, EvaluateStage, KDConfig, ModelConfig,
+                           TrainConfig, parse_experiment, to_toml, toml_data)
 
 st.title("Launch")
 home = ui.home()
@@ -17,6 +17,7 @@ EXPERIMENTS = Path("experiments") if Path("experiments").is_dir() else serve.ROO
 PRESETS = list(ModelConfig.model_fields["preset"].annotation.__args__)
 LOSSES = list(ModelConfig.model_fields["loss"].annotation.__args__)
 SPLITS = ["dev", "test-clean", "test-other"]
+KD_LOSSES = list(KDConfig.model_fields["loss"].annotation.__args__)
 
 mode = st.radio("Experiment", ["from experiments/", "build one"], horizontal=True, key="mode")
 
@@ -57,6 +58,18 @@ def train_form(sid: str, st_: dict) -> None:
                                             key=f"ev-{sid}"))
 
 
+def distill_form(sid: str, st_: dict, models: list[str]) -> None:
+    c = st.columns(4)
+    st_["teacher"] = c[0].selectbox("teacher (a model stage above)", models or ["(none)"],
+                                    key=f"teacher-{sid}")
+    kd = st_.setdefault("kd", {})
+    kd["loss"] = c[1].selectbox("KD loss", KD_LOSSES, key=f"kdloss-{sid}")
+    kd["weight"] = c[2].number_input("KD weight (beta)", 0.0, None, 1.0, key=f"kdw-{sid}")
+    kd["layerwise_weight"] = c[3].number_input("layerwise weight (gamma)", 0.0, None, 0.0,
+                                               key=f"kdl-{sid}")
+    train_form(sid, st_)
+
+
 def evaluate_form(sid: str, st_: dict, models: list[str]) -> None:
     c = st.columns(4)
     st_["model"] = c[0].selectbox("model (a train stage above)", models or ["(none)"],
@@ -88,20 +101,22 @@ def built_experiment() -> tuple[dict, str]:
             if c[2].button("remove", key=f"rm-{sid}"):
                 stages.pop(i)
                 st.rerun()
-            models = [s["name"] for s in stages[:i] if s["kind"] == "train"]
+            models = [s["name"] for s in stages[:i] if s["kind"] in MODEL_KINDS]
             if st_["kind"] == "train":
                 train_form(sid, st_)
+            elif st_["kind"] == "distill":
+                distill_form(sid, st_, models)
             elif st_["kind"] == "evaluate":
                 evaluate_form(sid, st_, models)
             else:
                 st_["model"] = st.selectbox("model", models or ["(none)"], key=f"model-{sid}")
     c = st.columns([1, 1, 3], vertical_alignment="bottom")
-    kind = c[0].selectbox("add a stage", ["train", "evaluate", "export"], key="add_kind")
+    kind = c[0].selectbox("add a stage", ["train", "distill", "evaluate", "export"],
+                          key="add_kind")
     if c[1].button("add stage"):
-        stages.append({"kind": kind, "name": f"{kind}{len(stages) + 1}",
-                       **({"model": next((s["name"] for s in reversed(stages)
-                                          if s["kind"] == "train"), "")}
-                          if kind != "train" else {})})
+        last_model = next((s["name"] for s in reversed(stages) if s["kind"] in MODEL_KINDS), "")
+        ref = {"train": {}, "distill": {"teacher": last_model}}.get(kind, {"model": last_model})
+        stages.append({"kind": kind, "name": f"{kind}{len(stages) + 1}", **ref})
         st.rerun()
     data["stages"] = [{k: v for k, v in s.items() if k != "id"} for s in stages]
     return data, "the Launch form"

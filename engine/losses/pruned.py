@@ -81,12 +81,14 @@ def prune_ranges(emit: Tensor, blank: Tensor, logit_lengths: Tensor, target_leng
 
 def pruned_rnnt_loss(enc_proj: Tensor, pred_proj: Tensor, joiner_out, targets: Tensor,
                      logit_lengths: Tensor, target_lengths: Tensor, ranges: Tensor,
-                     s_range: int, blank: int = 0) -> Tensor:
+                     s_range: int, blank: int = 0, return_logits: bool = False):
     """The transducer loss with the real joiner evaluated on each frame's band only.
 
     enc_proj (B, T, J), pred_proj (B, U+1, J): projected encoder and predictor outputs;
     ``joiner_out(hidden (..., J)) -> logits (..., V)`` is the joiner after the sum; ranges (B, T)
-    band starts from ``prune_ranges``. Returns the loss per utterance (B,).
+    band starts from ``prune_ranges``. Returns the loss per utterance (B,); with
+    ``return_logits`` also the joiner logits on the band (B, T, S, V) and the u of each band
+    cell (B, T, S) (distillation matches the teacher on the same nodes).
     """
     b, t_max, j = enc_proj.shape
     u1 = pred_proj.shape[1]
@@ -94,7 +96,8 @@ def pruned_rnnt_loss(enc_proj: Tensor, pred_proj: Tensor, joiner_out, targets: T
     u_band = (ranges[:, :, None] + width).clamp(max=u1 - 1)  # (B, T, S)
     pred_band = pred_proj.gather(1, u_band.reshape(b, -1, 1).expand(-1, -1, j)).reshape(
         b, t_max, -1, j)
-    logp = joiner_out(enc_proj[:, :, None] + pred_band).float().log_softmax(-1)  # (B, T, S, V)
+    logits = joiner_out(enc_proj[:, :, None] + pred_band)
+    logp = logits.float().log_softmax(-1)  # (B, T, S, V)
     idx = _emit_index(targets, u1).gather(1, u_band.reshape(b, -1)).reshape(b, t_max, -1)
     emit_band = logp.gather(3, idx[..., None]).squeeze(3)
     full = enc_proj.new_full((b, t_max, u1), NEG_INF, dtype=torch.float32)
@@ -102,4 +105,5 @@ def pruned_rnnt_loss(enc_proj: Tensor, pred_proj: Tensor, joiner_out, targets: T
     # ignored by the recursion
     emit = full.scatter(2, u_band, emit_band)
     blank_lp = full.scatter(2, u_band, logp[..., blank])
-    return rnnt_loss_from_logprobs(emit, blank_lp, logit_lengths, target_lengths)
+    loss = rnnt_loss_from_logprobs(emit, blank_lp, logit_lengths, target_lengths)
+    return (loss, logits, u_band) if return_logits else loss

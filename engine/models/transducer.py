@@ -155,17 +155,22 @@ class Transducer(nn.Module):
         return self.join(self.project_enc(enc)[:, :, None], self.project_pred(pred)[:, None])
 
     def forward(self, x: Tensor, x_lens: Tensor, tokens: Tensor, token_lens: Tensor,
-                warmup: float = 1.0) -> dict[str, Tensor]:
+                warmup: float = 1.0, keep: bool = False) -> dict[str, Tensor]:
         """Losses summed over the batch: ``loss`` (what to minimise), ``rnnt``, and ``simple``
         and ``ctc`` when used. ``warmup`` in [0, 1] ramps the pruned loss in (icefall's recipe:
-        the band is unreliable until the simple joiner has learnt an alignment)."""
-        need_blocks = self.ctc is not None and self.cfg.encoder.reduce_after is not None
+        the band is unreliable until the simple joiner has learnt an alignment). With ``keep``
+        (distillation) also ``enc``, ``enc_lens``, ``blocks`` (each block's output and length)
+        and the joiner's ``node_logits`` with their ``node_u``: the pruned band (B, T, S, V) and
+        its u (B, T, S), or the whole lattice (B, T, U+1, V) and None."""
+        need_blocks = keep or (self.ctc is not None and self.cfg.encoder.reduce_after is not None)
         if need_blocks:
             enc, enc_lens, blocks = self.encoder(x, x_lens, return_blocks=True)
         else:
             enc, enc_lens = self.encoder(x, x_lens)
+        node_u = None
         if self.cfg.loss == "pruned":
             out = self._pruned_losses(enc, enc_lens, tokens, token_lens, warmup)
+            logits, node_u = out.pop("node_logits"), out.pop("node_u")
         elif self.cfg.loss == "full":
             from engine.losses.rnnt import rnnt_loss
 
@@ -178,6 +183,9 @@ class Transducer(nn.Module):
                 logits, tokens.int(), enc_lens.int(), token_lens.int(), blank=self.cfg.blank,
                 reduction="sum")
             out = {"rnnt": rnnt, "loss": rnnt}
+        if keep:
+            out.update(enc=enc, enc_lens=enc_lens, blocks=blocks, node_logits=logits,
+                       node_u=node_u)
         if self.ctc is not None:
             # CTC at the 4x rate when there is a time reduction: at 12.5 Hz some utterances have
             # more tokens than frames.
@@ -204,13 +212,14 @@ class Transducer(nn.Module):
                                          self.cfg.blank)
         simple = rnnt_loss_from_logprobs(emit, blank_lp, enc_lens, token_lens).sum()
         ranges = prune_ranges(emit, blank_lp, enc_lens, token_lens, self.cfg.prune_range)
-        pruned = pruned_rnnt_loss(
+        pruned, logits, u_band = pruned_rnnt_loss(
             self.project_enc(enc), self.project_pred(pred),
             lambda h: self.joiner.out(torch.tanh(h)), tokens, enc_lens, token_lens, ranges,
-            self.cfg.prune_range, self.cfg.blank).sum()
+            self.cfg.prune_range, self.cfg.blank, return_logits=True)
+        pruned = pruned.sum()
         w = min(max(warmup, 0.0), 1.0)
         s = self.cfg.simple_loss_scale
         simple_scale = 1.0 - w * (1.0 - s)
         pruned_scale = 0.1 + 0.9 * w
-        return {"rnnt": pruned, "simple": simple,
+        return {"rnnt": pruned, "simple": simple, "node_logits": logits, "node_u": u_band,
                 "loss": simple_scale * simple + pruned_scale * pruned}

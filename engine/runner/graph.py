@@ -24,7 +24,7 @@ import time
 import tomllib
 from pathlib import Path
 
-from engine.config import ConfigError, Experiment, parse_experiment
+from engine.config import ConfigError, Experiment, parse_experiment, stage_inputs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,12 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def stage_deps(exp: Experiment) -> dict[str, list[str]]:
     deps: dict[str, list[str]] = {}
     for i, st in enumerate(exp.stages):
-        d = []
-        if st.kind == "train":
-            if st.init_from:
-                d.append(st.init_from)
-        else:
-            d.append(st.model)
+        d = [ref for _, ref in stage_inputs(st)]
         if st.kind == "evaluate":
             d += [e.name for e in exp.stages[:i] if e.kind == "export" and e.model == st.model]
         deps[st.name] = d

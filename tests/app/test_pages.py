@@ -87,6 +87,10 @@ def test_launch_builds_and_submits_a_real_run(filled_lab, tiny):
     next(b for b in at.button if b.label == "add stage").click().run()
     ok(at)
     assert "[[stages]]\nkind = \"export\"" in at.code[0].value
+    at.selectbox(key="add_kind").set_value("distill").run()
+    next(b for b in at.button if b.label == "add stage").click().run()
+    ok(at)
+    assert 'kind = "distill"\nname = "distill4"\nteacher = "model"' in at.code[0].value
     # a bad value is refused with the field named, before anything is submitted
     at.number_input(key="vocab").set_value(8).run()
     at.text_input(key="corpus").set_value(str(tiny / "missing")).run()
@@ -100,7 +104,7 @@ def test_launch_builds_and_submits_a_real_run(filled_lab, tiny):
     run_id = at.success[0].value.split(": ")[-1].split(",")[0]
     st = filled_lab.status(run_id)
     assert st["name"] == "from-the-form" and [s["kind"] for s in st["stages"]] == [
-        "train", "evaluate", "export"]
+        "train", "evaluate", "export", "distill"]
     filled_lab.cli("cancel", run_id)
     filled_lab.wait(run_id)
 

@@ -1,0 +1,102 @@
+"""The distill stage end to end (in process, real tiny models and corpus), and the distiller's
+pieces on real batches."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.checkpoint import load_model
+from engine.compress.distill import Distiller
+from engine.config import KDConfig, ConfigError, load_experiment, parse_experiment
+from engine.models.build import build, preset
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def batch(vocab=32, b=3, t=160, u=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, t, 80, generator=g)
+    x_lens = torch.tensor([t, t - 40, t - 70])
+    tokens = torch.randint(1, vocab, (b, u), generator=g)
+    token_lens = torch.tensor([u, u - 2, 3])
+    return x, x_lens, tokens, token_lens
+
+
+@pytest.mark.parametrize("loss", ["pruned", "full"])
+@pytest.mark.parametrize("kd", ["yblank", "full"])
+def test_a_student_equal_to_its_teacher_has_zero_kd(loss, kd):
+    torch.manual_seed(0)
+    teacher = build(preset("tiny", vocab_size=32, loss=loss, dropout=0.0))
+    student = copy.deepcopy(teacher)
+    d = Distiller(student, teacher, KDConfig(loss=kd)).train()
+    out = d(*batch())
+    assert float(out["kd"]) == pytest.approx(0.0, abs=1e-3)
+    out["loss"].backward()
+    assert all(p.grad is None for p in teacher.parameters())  # the teacher is frozen
+    assert not d.teacher.training  # and stays in eval mode when the distiller trains
+
+
+def test_kd_pulls_a_student_towards_its_teacher():
+    torch.manual_seed(0)
+    teacher = build(preset("tiny", vocab_size=32, dropout=0.0))
+    torch.manual_seed(1)
+    student = build(preset("tiny", vocab_size=32, dropout=0.0))
+    d = Distiller(student, teacher, KDConfig(loss="yblank", weight=1.0,
+                                             layerwise_weight=1.0)).train()
+    opt = torch.optim.Adam([p for p in d.parameters() if p.requires_grad], lr=3e-3)
+    xs = batch()
+    first = None
+    for _ in range(15):
+        out = d(*xs)
+        first = first if first is not None else (float(out["kd"]), float(out["layer"]))
+        opt.zero_grad()
+        (out["kd"] + out["layer"]).backward()
+        opt.step()
+    assert float(out["kd"]) < 0.7 * first[0] and float(out["layer"]) < first[1]
+
+
+def test_distill_needs_the_same_frame_rate():
+    teacher = build(preset("tiny", vocab_size=32, time_reduction=False))
+    student = build(preset("tiny", vocab_size=32))
+    with pytest.raises(ValueError, match="different frame rates"):
+        Distiller(student, teacher, KDConfig())(*batch())
+
+
+def test_config_checks_the_teacher_reference():
+    base = {"name": "x", "stages": [
+        {"kind": "train", "name": "t"},
+        {"kind": "evaluate", "name": "e", "model": "t"},
+        {"kind": "distill", "name": "s", "teacher": "e"}]}
+    with pytest.raises(ConfigError, match=r"stages\[2\].teacher: stage 'e' is a evaluate stage"):
+        parse_experiment(base)
+    base["stages"][2]["teacher"] = "nope"
+    with pytest.raises(ConfigError, match=r"stages\[2\].teacher: no earlier stage named 'nope'"):
+        parse_experiment(base)
+    base["stages"][2].update(teacher="t", kd={"loss": "kl"})
+    with pytest.raises(ConfigError, match=r"stages\[2\].kd.loss: 'kl' is not allowed"):
+        parse_experiment(base)
+
+
+def test_the_tiny_progressive_chain_runs(tiny, tmp_path):
+    from engine.stages import run_experiment
+
+    exp = load_experiment(ROOT / "experiments" / "tiny_progressive.toml").model_dump()
+    exp["data"]["corpus"] = str(tiny)
+    outputs = run_experiment(parse_experiment(exp), tmp_path, progress=False,
+                             log=lambda s: None)
+    sizes = {}
+    for name in ("teacher", "s1", "s2", "s2-direct", "s2-scratch"):
+        model, meta = load_model(outputs[name]["model"])
+        sizes[name] = sum(p.numel() for p in model.parameters())
+        metrics = [json.loads(l) for l in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        assert all(torch.isfinite(torch.tensor(m["loss"])) for m in metrics)
+        if name in ("s1", "s2", "s2-direct"):
+            assert all("kd" in m and m["kd"] >= 0 for m in metrics), metrics[-1]
+    assert sizes["teacher"] > sizes["s1"] > sizes["s2"] == sizes["s2-direct"] == sizes["s2-scratch"]
+    for name in ("eval-teacher", "eval-s1", "eval-s2", "eval-s2-direct", "eval-s2-scratch"):
+        assert outputs[name]["results"]["test-clean"]["utterances"] == 10
