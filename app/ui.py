@@ -73,3 +73,21 @@ def seed_many(key: str, options: list, wanted: list) -> None:
         st.session_state[key] = [w for w in wanted if w in options]
     else:
         st.session_state[key] = [w for w in st.session_state[key] if w in options]
+
+
+def evaluated_on_a_split(home: Path):
+    """The split picker of the pages that look at per-utterance results: (split, its evaluated
+    models as a DataFrame, {model id: label with its WER}); stops the page when nothing is
+    evaluated yet."""
+    from app import data
+
+    ev = data.evaluated(home)
+    if ev.empty:
+        no_store_yet()
+        st.stop()
+    splits = sorted(set(ev["split"]))
+    seed("split", splits, param("split"), "test-clean")
+    split = st.selectbox("Split", splits, key="split")
+    ev = ev[ev["split"] == split]
+    labels = dict(zip(ev["model"], ev["label"] + " — WER " + ev["wer"].map("{:.2f}".format)))
+    return split, ev, labels

@@ -8,17 +8,8 @@ from app import charts, data, text, ui
 st.title("Compare two models")
 home = ui.home()
 
-ev = data.evaluated(home)
-if ev.empty:
-    ui.no_store_yet()
-    st.stop()
-
-splits = sorted(set(ev["split"]))
-ui.seed("split", splits, ui.param("split"), "test-clean")
-split = st.selectbox("Split", splits, key="split")
-ev = ev[ev["split"] == split]
-keys = list(dict.fromkeys(ev["model"]))
-labels = dict(zip(ev["model"], ev["label"] + " — WER " + ev["wer"].map("{:.2f}".format)))
+split, ev, labels = ui.evaluated_on_a_split(home)
+keys = list(labels)
 c = st.columns(2)
 by_wer = list(dict.fromkeys(ev.sort_values("wer")["model"]))
 ui.seed("a", keys, ui.param("a"), by_wer[0])  # by default the best two models on this split

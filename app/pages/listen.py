@@ -8,16 +8,7 @@ from app import audio, data, text, ui
 st.title("Listen")
 home = ui.home()
 
-ev = data.evaluated(home)
-if ev.empty:
-    ui.no_store_yet()
-    st.stop()
-
-splits = sorted(set(ev["split"]))
-ui.seed("split", splits, ui.param("split"), "test-clean")
-split = st.selectbox("Split", splits, key="split")
-ev = ev[ev["split"] == split]
-labels = dict(zip(ev["model"], ev["label"] + " — WER " + ev["wer"].map("{:.2f}".format)))
+split, ev, labels = ui.evaluated_on_a_split(home)
 best = list(ev.sort_values("wer")["model"][:1])  # by default, the best model on this split
 ui.seed_many("models", list(labels), ui.param_list("models") or best)
 keys = st.multiselect("Models (the first one's errors order the list)", list(labels),
