@@ -366,11 +366,17 @@ def supervisor_status(as_json: bool = typer.Option(False, "--json")) -> None:
         typer.echo(f"no supervisor running for {info['home']}")
 
 
-def _submit(experiment: Path, grids: list[str], executor: str = "local") -> list[dict]:
+def _submit(experiment: Path, grids: list[str], executor: str = "local",
+            reuse: bool = False) -> list[dict]:
     from engine.config import read_experiment
     from engine.runner.client import submit
 
-    return submit(_home(), read_experiment(experiment), str(experiment), grids, executor)
+    return submit(_home(), read_experiment(experiment), str(experiment), grids, executor, reuse)
+
+
+REUSE_HELP = ("Do not recompute a stage identical (same settings, data, seed and inputs) to a "
+              "finished stage of an earlier run in this lab: take its outputs, e.g. a teacher "
+              "that several experiments share.")
 
 
 def _print_status(runs: list[dict]) -> None:
@@ -442,12 +448,13 @@ def run_cmd(
     as_json: bool = typer.Option(False, "--json", help='Print {"run_id": ...}.'),
     wait: bool = typer.Option(False, "--wait", help="Show progress until the run ends, then "
                                                     "its results."),
+    reuse: bool = typer.Option(False, "--reuse", help=REUSE_HELP),
 ) -> None:
     """Submit an experiment; its stages run in the background (returns at once)."""
     from engine.runner.client import results
 
     try:
-        rec = _submit(experiment, [])[0]
+        rec = _submit(experiment, [], reuse=reuse)[0]
     except _engine_errors() as e:
         _fail(str(e))
     if as_json:
@@ -471,10 +478,11 @@ def sweep_cmd(
                                    "stages.model.model.preset=student-m,student-s or seed=1,2"),
     as_json: bool = typer.Option(False, "--json", help='Print {"run_ids": [...]}.'),
     wait: bool = typer.Option(False, "--wait", help="Show progress until every run ends."),
+    reuse: bool = typer.Option(False, "--reuse", help=REUSE_HELP),
 ) -> None:
     """Submit one run per combination of the grid's values; identical stages run once."""
     try:
-        runs = _submit(experiment, grid)
+        runs = _submit(experiment, grid, reuse=reuse)
     except _engine_errors() as e:
         _fail(str(e))
     ids = [r["run_id"] for r in runs]

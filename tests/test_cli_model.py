@@ -59,10 +59,14 @@ def test_bad_model_files_fail_clearly(tmp_path, tiny):
 
 def test_train_rejects_bad_experiments_clearly(tmp_path):
     f = tmp_path / "x.toml"
+    f.write_text("[[stages]]\nkind = 'distil'\nname = 'a'\n")
+    p = run("train", f)
+    assert p.returncode == 2 and "unknown stage kind 'distil'" in p.stderr
+    assert "Traceback" not in p.stderr
+    # a known kind missing a field it needs names the field
     f.write_text("[[stages]]\nkind = 'distill'\nname = 'a'\n")
     p = run("train", f)
-    assert p.returncode == 2 and "unknown stage kind 'distill'" in p.stderr
-    assert "Traceback" not in p.stderr
+    assert p.returncode == 2 and "stages[0].teacher" in p.stderr and "Traceback" not in p.stderr
 
 
 def test_accounting_is_measured_from_the_model(tiny_run):

@@ -88,7 +88,7 @@ def send(home: Path, op: str, **fields) -> Path:
 
 
 def submit(home: Path, data: dict, source: str, grids: list[str] | tuple = (),
-           executor: str = "local") -> list[dict]:
+           executor: str = "local", reuse: bool = False) -> list[dict]:
     """Validate an experiment (plain data, as read from TOML or built by the explorer's form),
     expand its sweep grid, prepare one run folder per combination and queue them; returns the
     run records. Raises ``ConfigError`` naming ``source`` and the field at fault."""
@@ -102,7 +102,7 @@ def submit(home: Path, data: dict, source: str, grids: list[str] | tuple = (),
             d = exp.data.model_copy(update={"corpus": str(resolve_corpus(exp.data.corpus))})
             combos[i] = (assignment, exp.model_copy(update={"data": d}))
     sweep = new_run_id(f"sweep-{combos[0][1].name}") if grids else None
-    runs = [prepare_run(exp, lab_paths(home)["runs"], source, sweep, assignment, executor)
+    runs = [prepare_run(exp, lab_paths(home)["runs"], source, sweep, assignment, executor, reuse)
             for assignment, exp in combos]
     start_supervisor(home)
     for rec in runs:

@@ -146,8 +146,9 @@ def new_run_id(name: str) -> str:
 
 def prepare_run(exp: Experiment, runs_dir: Path, experiment_path: str = "",
                 sweep_id: str | None = None, assignment: dict | None = None,
-                executor: str = "local") -> dict:
-    """Create the run folder; returns the run record the supervisor registers."""
+                executor: str = "local", reuse: bool = False) -> dict:
+    """Create the run folder; returns the run record the supervisor registers. ``reuse``: a
+    stage whose identity matches a finished stage of any earlier run is not computed again."""
     run_id = new_run_id(exp.name)
     run_dir = Path(runs_dir) / run_id
     try:
@@ -164,7 +165,7 @@ def prepare_run(exp: Experiment, runs_dir: Path, experiment_path: str = "",
         "sweep_id": sweep_id, "config_hash": config_hash(exp), "git_rev": git_revision(),
         "versions": library_versions(), "host": platform.node(), "seed": exp.seed,
         "executor": executor, "run_dir": str(run_dir), "created": time.time(),
-        "assignment": assignment or {},
+        "assignment": assignment or {}, "reuse": reuse,
         "stages": [{"name": s.name, "kind": s.kind, "position": i, "deps": deps[s.name],
                     "stage_hash": hashes[s.name]} for i, s in enumerate(exp.stages)],
     }

@@ -62,6 +62,14 @@ def signal_name(code: int) -> str:
         return str(code)
 
 
+def _reuse_flag(run_dir: str) -> bool:
+    """Whether a run was submitted with ``--reuse`` (kept in its run.json, not in the store)."""
+    try:
+        return bool(json.loads((Path(run_dir) / "run.json").read_text()).get("reuse"))
+    except (OSError, ValueError):
+        return False
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -119,6 +127,8 @@ class Supervisor:
             self.by_run.setdefault(st["run_id"], []).append((st["run_id"], st["name"]))
         for keys in self.by_run.values():
             keys.sort(key=lambda k: self.stages[k]["position"])
+        for run in self.runs.values():
+            run["reuse"] = _reuse_flag(run["run_dir"])
         saved = w.load_offsets()
         self.offsets = {k: o for k, (o, _) in saved.items()}
         self.counts = {k: n for k, (_, n) in saved.items()}
@@ -159,6 +169,7 @@ class Supervisor:
         exp = (run_dir / "experiment.json").read_text()
         self.runs[run_id] = {k: rec[k] for k in ("run_id", "name", "sweep_id", "run_dir",
                                                   "created", "executor")}
+        self.runs[run_id]["reuse"] = bool(rec.get("reuse"))
         self.writer.add("runs", {**rec, "config": exp, "versions": json.dumps(rec["versions"])})
         for s in rec["stages"]:
             st = {"run_id": run_id, **s, "state": "queued", "progress": 0.0, "pid": None,
@@ -375,15 +386,17 @@ class Supervisor:
         return False
 
     def _twin(self, key, st):
-        """A stage of another run in the same sweep with the same identity: its key when done,
-        "wait" while it runs (or is queued ahead of this one), else None."""
+        """A stage of another run in the same sweep (or, for a run submitted with ``--reuse``,
+        of any run) with the same identity: its key when done, "wait" while it runs (or is
+        queued ahead of this one), else None."""
         sweep = self.runs[key[0]]["sweep_id"]
-        if not sweep:
+        anywhere = self.runs[key[0]].get("reuse")
+        if not sweep and not anywhere:
             return None
         for other, o in self.stages.items():
             if other == key or o["stage_hash"] != st["stage_hash"]:
                 continue
-            if self.runs[other[0]]["sweep_id"] != sweep:
+            if not anywhere and self.runs[other[0]]["sweep_id"] != sweep:
                 continue
             if o["state"] == "done" and not o["reused_from"]:
                 return other

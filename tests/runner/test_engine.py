@@ -193,6 +193,26 @@ def test_a_sweep_computes_identical_stages_once(lab):
     assert set(n) == set(out["run_ids"])
 
 
+def test_reuse_takes_a_finished_stage_of_an_earlier_run_and_only_with_reuse(lab):
+    exp = lab.experiment(steps=20)
+    first = json.loads(lab.cli("run", str(exp), "--json"))["run_id"]
+    assert lab.wait(first)["state"] == "done"
+    plain = json.loads(lab.cli("run", str(exp), "--json"))["run_id"]
+    again = json.loads(lab.cli("run", str(exp), "--reuse", "--json"))["run_id"]
+    s_plain, s_again = lab.wait(plain), lab.wait(again)
+    assert s_plain["state"] == s_again["state"] == "done"
+    assert all(s["reused_from"] is None for s in s_plain["stages"])  # a plain run recomputes
+    reused = {s["name"]: s["reused_from"] for s in s_again["stages"]}
+    assert all(r is not None and r.split("/")[0] in (first, plain) for r in reused.values()), reused
+    # nothing ran for it: no stage worker wrote a log, and each stage's outputs are its twin's
+    logs = lab.run_dir(again) / "logs"
+    assert not logs.exists() or not any(logs.iterdir())
+    outputs = dict(lab.query("SELECT name, outputs FROM stages WHERE run_id = ?", [again]))
+    twins = dict(lab.query("SELECT name, outputs FROM stages WHERE run_id = ?",
+                           [reused["model"].split("/")[0]]))
+    assert outputs["model"] == twins["model"] and "model.pt" in outputs["model"]
+
+
 def test_grid_expansion_validates_every_combination():
     from engine.config import ConfigError
     from engine.runner.graph import expand_grid, parse_grid
