@@ -6,7 +6,9 @@ someone hands the lab cannot run code. So files hold only tensors and plain data
 
 A **model file** (``model.pt``) holds ``{"format": "asrlab-model", "config": dict, "state":
 state_dict, "meta": dict}``; the config carries every block's real sizes, so a pruned model
-reloads as the smaller dense model it is.
+reloads as the smaller dense model it is. A sparse model can be written **sparse**: a tensor
+with enough zeros is stored as a bitmask of its non-zeros (1 bit per weight) plus their values,
+under ``"sparse"``, whenever that is smaller than the dense tensor; loading restores it exactly.
 """
 
 from __future__ import annotations
@@ -30,9 +32,49 @@ def atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def save_model(model: Transducer, path: Path, meta: dict | None = None) -> Path:
-    atomic_save({"format": MODEL_FORMAT, "config": to_dict(model.config()),
-                 "state": model.state_dict(), "meta": meta or {}}, path)
+def pack_sparse(state: dict) -> tuple[dict, dict]:
+    """(dense tensors, sparse tensors) of a state dict: a floating tensor goes sparse (bitmask +
+    non-zero values) when that takes fewer bytes than storing it dense."""
+    import numpy as np
+
+    dense, sparse = {}, {}
+    for k, t in state.items():
+        if t.is_floating_point() and t.numel() >= 64:
+            nz = t != 0
+            nnz = int(nz.sum())
+            if (t.numel() + 7) // 8 + nnz * t.element_size() < t.numel() * t.element_size():
+                bits = np.packbits(nz.flatten().numpy())
+                sparse[k] = {"shape": list(t.shape), "bits": torch.from_numpy(bits),
+                             "values": t[nz].clone()}
+                continue
+        dense[k] = t
+    return dense, sparse
+
+
+def unpack_sparse(sparse: dict) -> dict:
+    import numpy as np
+
+    out = {}
+    for k, s in sparse.items():
+        n = 1
+        for d in s["shape"]:
+            n *= d
+        nz = torch.from_numpy(np.unpackbits(s["bits"].numpy(), count=n).astype(bool))
+        t = torch.zeros(n, dtype=s["values"].dtype)
+        t[nz] = s["values"]
+        out[k] = t.view(s["shape"])
+    return out
+
+
+def save_model(model: Transducer, path: Path, meta: dict | None = None,
+               sparse: bool = False) -> Path:
+    state = model.state_dict()
+    obj = {"format": MODEL_FORMAT, "config": to_dict(model.config()), "meta": meta or {}}
+    if sparse:
+        obj["state"], obj["sparse"] = pack_sparse(state)
+    else:
+        obj["state"] = state
+    atomic_save(obj, path)
     return Path(path)
 
 
@@ -52,7 +94,9 @@ def load_model(path: Path | str, inference: bool = True) -> tuple[Transducer, di
     if not isinstance(obj, dict) or "config" not in obj or ("state" not in obj and "model" not in obj):
         raise ValueError(f"{path}: not an asrlab model or checkpoint (no config/state)")
     model = build(from_dict(obj["config"]))
-    model.load_state_dict(obj.get("state", obj.get("model")))
+    state = dict(obj.get("state", obj.get("model")))
+    state.update(unpack_sparse(obj.get("sparse") or {}))
+    model.load_state_dict(state)
     if inference:
         model.for_inference()
     return model.eval(), obj.get("meta", {})

@@ -107,6 +107,74 @@ class DistillStage(_Strict):
     init_from: str | None = Field(None, description="stage whose weights start the student")
 
 
+class MagnitudeConfig(_Strict):
+    """Gradual magnitude pruning (engine.compress.prune_magnitude)."""
+
+    sparsity: float = Field(0.6, ge=0.0, lt=1.0, description="final share of pruned weights")
+    initial_sparsity: float = Field(0.0, ge=0.0, lt=1.0)
+    start_step: int = Field(0, ge=0, description="first pruning step (t0)")
+    end_step: int | None = Field(None, ge=1, description="final sparsity from this step on "
+                                                         "(t1); default 70% of max_steps")
+    every: int = Field(50, ge=1, description="steps between mask updates")
+    scope: Literal["layer", "global"] = Field(
+        "layer", description="layer: each tensor to the same sparsity; global: one threshold")
+    layers: list[Literal["linear", "conv1d", "embedding", "lstm"]] = ["linear", "lstm"]
+    parts: list[Literal["encoder", "predictor", "joiner"]] = ["encoder", "predictor", "joiner"]
+    mask_every: int = Field(100, ge=1, description="log the masks every N steps (and at the end)")
+
+    @model_validator(mode="after")
+    def _order(self) -> "MagnitudeConfig":
+        if self.initial_sparsity > self.sparsity:
+            raise ValueError(f"initial_sparsity {self.initial_sparsity} is above sparsity "
+                             f"{self.sparsity}")
+        if self.end_step is not None and self.end_step <= self.start_step:
+            raise ValueError(f"end_step {self.end_step} must come after start_step "
+                             f"{self.start_step}")
+        return self
+
+
+class PruneMagnitudeStage(_Strict):
+    kind: Literal["prune_magnitude"]
+    name: str
+    model: str = Field(description="the stage whose model is pruned (and, by default, teaches)")
+    teacher: str | None = Field(None, description="KD from this stage's model (kd.loss); none: "
+                                                  "no teacher")
+    train: TrainConfig = TrainConfig()
+    prune: MagnitudeConfig = MagnitudeConfig()
+    kd: KDConfig = KDConfig()
+
+
+class L0Config(_Strict):
+    """Hard-concrete structured pruning (engine.compress.prune_l0)."""
+
+    target: float = Field(0.5, gt=0.0, lt=1.0, description="share of the encoder blocks' "
+                                                           "prunable parameters to remove")
+    warmup_steps: int | None = Field(None, ge=0, description="steps over which the target rises "
+                                                             "linearly from 0; default 60% of "
+                                                             "max_steps")
+    gate_lr: float = Field(0.05, gt=0.0, description="learning rate of the gates' log-alpha "
+                                                     "(constant: no warm-up or decay)")
+    lambda_lr: float = Field(0.1, gt=0.0, description="step of the multipliers' dual ascent "
+                                                      "(per unit of sparsity gap)")
+    penalty: float = Field(100.0, ge=0.0, description="rho: fixed weight of (s - t)^2 beside "
+                                                      "the learned lambda2 (damps overshoot)")
+    init_keep: float = Field(0.95, gt=0.0, lt=1.0, description="initial P(gate on)")
+    units: list[Literal["modules", "heads", "ffn", "conv"]] = ["modules", "heads", "ffn", "conv"]
+    finetune_steps: int = Field(0, ge=0, description="steps of training of the pruned dense "
+                                                     "model (with KD when a teacher is set)")
+    mask_every: int = Field(100, ge=1, description="log the gates every N steps (and at the end)")
+
+
+class PruneL0Stage(_Strict):
+    kind: Literal["prune_l0"]
+    name: str
+    model: str = Field(description="the stage whose model is pruned")
+    teacher: str | None = Field(None, description="layerwise / output KD from this stage's model")
+    train: TrainConfig = TrainConfig()
+    prune: L0Config = L0Config()
+    kd: KDConfig = KDConfig(loss="none", layerwise_weight=1.0)
+
+
 class EvaluateStage(_Strict):
     kind: Literal["evaluate"]
     name: str
@@ -124,17 +192,21 @@ class ExportStage(_Strict):
     model: str
 
 
-Stage = Annotated[Union[TrainStage, DistillStage, EvaluateStage, ExportStage],
-                  Field(discriminator="kind")]
-STAGE_KINDS = ("distill", "evaluate", "export", "train")
-MODEL_KINDS = ("distill", "train")  # the stage kinds that make a model
+Stage = Annotated[Union[TrainStage, DistillStage, PruneMagnitudeStage, PruneL0Stage,
+                        EvaluateStage, ExportStage], Field(discriminator="kind")]
+STAGE_KINDS = ("distill", "evaluate", "export", "prune_l0", "prune_magnitude", "train")
+# the stage kinds that make a model
+MODEL_KINDS = ("distill", "prune_l0", "prune_magnitude", "train")
 
 
 def stage_inputs(st) -> list[tuple[str, str]]:
     """(key, stage name) of every model a stage takes from earlier stages."""
-    if st.kind in MODEL_KINDS:
+    if st.kind in ("train", "distill"):
         refs = [("teacher", st.teacher)] if st.kind == "distill" else []
         return refs + ([("init_from", st.init_from)] if st.init_from else [])
+    if st.kind in ("prune_magnitude", "prune_l0"):
+        return [("model", st.model)] + ([("teacher", st.teacher)]
+                                        if st.teacher and st.teacher != st.model else [])
     return [("model", st.model)]
 
 

@@ -20,7 +20,8 @@ from typing import Callable
 import torch
 
 from engine.checkpoint import load_model, save_model
-from engine.config import DistillStage, EvaluateStage, Experiment, ExportStage, TrainStage
+from engine.config import (DistillStage, EvaluateStage, Experiment, ExportStage, PruneL0Stage,
+                           PruneMagnitudeStage, TrainStage)
 from engine.data.corpus import write_json_atomic
 from engine.data.features import compute_features, train_cmvn
 from engine.data.tokenizer import Tokenizer, tokenizer_dir, train_tokenizer
@@ -121,24 +122,133 @@ def run_train(stage: TrainStage, ctx: Context) -> dict:
     return fit(stage, ctx, new_model(stage, ctx))
 
 
+def model_of_stage(ctx: Context, stage_name: str, of: str, role: str = "teacher",
+                   inference: bool = True) -> tuple[Transducer, Path]:
+    """The model of the earlier stage ``of``, checked to share this experiment's tokenizer."""
+    path = ctx.model_of(of)
+    model, meta = load_model(path, inference=inference)
+    proto = meta.get("tokenizer")
+    if proto is not None and bytes(proto.numpy().tobytes()) != ctx.tokenizer.proto():
+        raise ValueError(f"{stage_name}: the {role} {path} was trained with another tokenizer "
+                         f"than this experiment's (corpus {ctx.exp.data.corpus}, vocabulary "
+                         f"{ctx.exp.data.vocab_size}); it needs the same one")
+    return model, path
+
+
 def run_distill(stage: DistillStage, ctx: Context) -> dict:
     """Train a student against the frozen model of ``stage.teacher`` (engine.compress.distill)."""
     from engine.compress.distill import Distiller
 
     student = new_model(stage, ctx)
-    teacher_path = ctx.model_of(stage.teacher)
-    teacher, meta = load_model(teacher_path)
-    proto = meta.get("tokenizer")
-    if proto is not None and bytes(proto.numpy().tobytes()) != ctx.tokenizer.proto():
-        raise ValueError(f"{stage.name}: the teacher {teacher_path} was trained with another "
-                         f"tokenizer than this experiment's (corpus {ctx.exp.data.corpus}, "
-                         f"vocabulary {ctx.exp.data.vocab_size}); distillation needs the same one")
+    teacher, _ = model_of_stage(ctx, stage.name, stage.teacher)
     ctx.log(f"{stage.name}: distilling {stage.model.preset} from {stage.teacher} "
             f"({sum(p.numel() for p in teacher.parameters()):,} parameters), KD {stage.kd.loss} "
             f"x {stage.kd.weight}" + (f", layerwise {stage.kd.layerwise_distance} x "
                                       f"{stage.kd.layerwise_weight}"
                                       if stage.kd.layerwise_weight else ""))
     return fit(stage, ctx, Distiller(student, teacher, stage.kd))
+
+
+# ----- pruning -----------------------------------------------------------------------------------
+def _emit_masks(ctx: Context, pruner, step: int) -> None:
+    ctx.emit("masks", step=step, rows=pruner.mask_records())
+
+
+def _with_teacher(stage, ctx: Context, student: Transducer):
+    """The student alone, or inside a Distiller when the stage names a teacher."""
+    from engine.compress.distill import Distiller
+
+    if not stage.teacher:
+        return student
+    teacher, _ = model_of_stage(ctx, stage.name, stage.teacher)
+    return Distiller(student, teacher, stage.kd)
+
+
+def _finish(path: Path, model: Transducer, tok: Tokenizer, ctx: Context, meta: dict) -> None:
+    meta = {**meta, "tokenizer": torch.frombuffer(bytearray(tok.proto()), dtype=torch.uint8),
+            "corpus": str(ctx.corpus)}
+    save_model(model, path, meta)
+
+
+def run_prune_magnitude(stage: PruneMagnitudeStage, ctx: Context) -> dict:
+    """Gradual magnitude pruning of an earlier stage's model, optionally with KD from a teacher
+    (engine.compress.prune_magnitude)."""
+    from engine.compress.prune_magnitude import MagnitudePruner
+
+    student, src = model_of_stage(ctx, stage.name, stage.model, "model", inference=False)
+    cfg = stage.prune
+    if cfg.end_step is None:
+        cfg = cfg.model_copy(update={"end_step": max(cfg.start_step + 1,
+                                                     int(0.7 * stage.train.max_steps))})
+    pruner = MagnitudePruner(_with_teacher(stage, ctx, student), cfg)
+    ctx.log(f"{stage.name}: pruning {len(pruner.names)} weight tensors of {src} to "
+            f"{cfg.sparsity:.0%} ({cfg.scope}), steps {cfg.start_step}-{cfg.end_step} every "
+            f"{cfg.every}" + (f", KD {stage.kd.loss} from {stage.teacher}" if stage.teacher else ""))
+
+    def every_step(step: int) -> None:
+        if step % cfg.mask_every == 0:
+            _emit_masks(ctx, pruner, step)
+
+    res = fit(stage, ctx, pruner, every_step=every_step)
+    # the final file averages checkpoints: apply the last masks again so it is as sparse
+    path = Path(res["model"])
+    final, meta = load_model(path, inference=False)
+    pruner.apply_masks(final)
+    _finish(path, final, ctx.tokenizer, ctx, {**meta, "sparsity": round(pruner.sparsity(), 4)})
+    _emit_masks(ctx, pruner, res["steps"])
+    return {**res, "pruned_from": str(src), "sparsity": round(pruner.sparsity(), 4)}
+
+
+def run_prune_l0(stage: PruneL0Stage, ctx: Context) -> dict:
+    """Hard-concrete structured pruning with the size Lagrangian and layerwise KD, then the
+    smaller dense model, fine-tuned (engine.compress.prune_l0)."""
+    from engine.compress.prune_l0 import L0Pruner, prunable_params
+
+    student, src = model_of_stage(ctx, stage.name, stage.model, "model", inference=False)
+    before = sum(p.numel() for p in student.parameters())
+    pruner = L0Pruner(_with_teacher(stage, ctx, student), stage.prune, stage.train.max_steps)
+    cfg = stage.prune
+    ctx.log(f"{stage.name}: L0 gates ({', '.join(cfg.units)}) on {src}, target {cfg.target:.0%} "
+            f"of {int(pruner.full):,} prunable parameters, warm-up {pruner.warmup} steps"
+            + (f", KD from {stage.teacher} (layerwise x {stage.kd.layerwise_weight}, output "
+               f"{stage.kd.loss})" if stage.teacher else ""))
+
+    def every_step(step: int) -> None:
+        if step % cfg.mask_every == 0:
+            _emit_masks(ctx, pruner, step)
+
+    total = stage.train.max_steps + cfg.finetune_steps
+    res = fit(stage, ctx, pruner, every_step=every_step, deployable=lambda: pruner.pruned_copy(),
+              total_steps=total)
+    path = Path(res["model"])
+    masked, meta = load_model(path, inference=False)
+    small = pruner.pruned_copy(masked)
+    _emit_masks(ctx, pruner, res["steps"])
+    reached = round(1 - prunable_params(small) / pruner.full, 4)
+    pruned_path = ctx.out / stage.name / "pruned.pt"
+    _finish(pruned_path, small, ctx.tokenizer, ctx, {**meta, "sparsity": reached})
+    after = sum(p.numel() for p in small.parameters())
+    ctx.log(f"{stage.name}: removed {reached:.1%} of the prunable parameters: {before:,} -> "
+            f"{after:,} parameters; blocks " + ", ".join(
+                f"[{b.heads}h {b.ffn1}/{b.ffn2}f {b.conv_channels}c]"
+                for b in small.config().encoder.blocks))
+    out = {**res, "model": str(pruned_path), "pruned_from": str(src), "sparsity": reached,
+           "params_before": before, "params_after": after}
+    if cfg.finetune_steps:
+        limits = stage.train.model_copy(update={"max_steps": cfg.finetune_steps,
+                                                "warmup_steps": min(stage.train.warmup_steps,
+                                                                    cfg.finetune_steps // 4)})
+        inner = small
+        if stage.teacher and stage.kd.loss != "none":
+            from engine.compress.distill import Distiller
+
+            teacher, _ = model_of_stage(ctx, stage.name, stage.teacher)
+            inner = Distiller(small, teacher, stage.kd.model_copy(update={"layerwise_weight": 0}))
+        ft = fit(stage, ctx, inner, out=ctx.out / stage.name / "finetune", limits=limits,
+                 step_offset=res["steps"], total_steps=total)
+        out.update({"model": ft["model"], "finetune_steps": ft["steps"],
+                    "steps": res["steps"] + ft["steps"]})
+    return out
 
 
 def new_model(stage, ctx: Context) -> Transducer:
@@ -165,27 +275,35 @@ def new_model(stage, ctx: Context) -> Transducer:
     return model
 
 
-def fit(stage, ctx: Context, trained) -> dict:
-    """Train ``trained`` (a model, or a distiller holding one) as the stage says; emit metrics,
-    periodic evaluations and the final model."""
+def fit(stage, ctx: Context, trained, out: Path | None = None, limits=None, step_offset: int = 0,
+        deployable: Callable | None = None, every_step: Callable[[int], None] | None = None,
+        total_steps: int | None = None) -> dict:
+    """Train ``trained`` (a model, or a distiller or pruner holding one) as the stage says; emit
+    metrics, periodic evaluations and the final model.
+
+    ``out`` / ``limits``: another folder and [stages.train] for a second phase of one stage (a
+    pruned model's fine-tuning), whose steps are logged after ``step_offset``; ``deployable()``
+    gives the model a periodic evaluation scores (a pruner's smaller model); ``every_step(step)``
+    runs after each update (a pruner logs its masks)."""
     from engine.train import Trainer
 
-    out = ctx.out / stage.name
+    out = out or ctx.out / stage.name
     tok = ctx.tokenizer
     model = getattr(trained, "student", trained)
     cuts = split_features(ctx.corpus, ctx.exp.data.train_split, progress=ctx.progress)
+    limits = limits or stage.train
+    total_steps = total_steps or step_offset + limits.max_steps
     bar = None
     if ctx.progress:
         from tqdm import tqdm
 
-        total = stage.train.max_steps
-        bar = tqdm(total=total, desc=f"{stage.kind} {stage.name}", unit="step", mininterval=1.0)
-
-    limits = stage.train
+        bar = tqdm(total=limits.max_steps, desc=f"{stage.kind} {stage.name}", unit="step",
+                   mininterval=1.0)
 
     def on_metrics(row: dict) -> None:
+        row = {**row, "step": row["step"] + step_offset}
         ctx.emit("metrics", step=row["step"], data=row)
-        done = row["step"] / limits.max_steps
+        done = row["step"] / total_steps
         if limits.max_minutes:
             done = max(done, row["train_minutes"] / limits.max_minutes)
         ctx.emit("progress", progress=min(done, 0.99))
@@ -201,14 +319,17 @@ def fit(stage, ctx: Context, trained) -> dict:
     def on_step(step: int) -> None:
         """Evaluate the weights of this step on a fixed subset of each eval split, so the
         explorer can compare a model's best-on-dev or step-N evaluation, not only its last."""
+        if every_step is not None:
+            every_step(step)
         if not limits.eval_every or step % limits.eval_every:
             return
+        step += step_offset
         from engine.export import export_torch
 
         probe = out / "eval-probe"
         # the deployable form of this step's weights, exported as the export stage does, so
         # its size and cost are counted as the final model's are (no training-only heads)
-        save_model(model, probe / "train.pt", {
+        save_model(deployable() if deployable else model, probe / "train.pt", {
             "step": step, "tokenizer": torch.frombuffer(bytearray(tok.proto()), dtype=torch.uint8)})
         try:
             artifact = Path(export_torch(probe / "train.pt", probe / "export")["artifact"])
@@ -354,7 +475,8 @@ def run_export(stage: ExportStage, ctx: Context) -> dict:
 
 
 STAGE_KINDS = {"train": run_train, "distill": run_distill, "evaluate": run_evaluate,
-               "export": run_export}
+               "export": run_export, "prune_magnitude": run_prune_magnitude,
+               "prune_l0": run_prune_l0}
 
 
 def run_experiment(exp: Experiment, out: Path, progress: bool = True,

@@ -24,7 +24,7 @@ from typing import Any, Iterable
 import duckdb
 import numpy as np
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -92,6 +92,15 @@ MIGRATIONS: dict[int, list[str]] = {
         "DROP TABLE hyps",
         "ALTER TABLE hyps_v2 RENAME TO hyps",
     ],
+    # Pruning stages log their masks while they train and at the end: per encoder block (-1:
+    # outside the encoder), module and unit kind (module, heads, units, channels, weights), the
+    # kept fraction and, for structured gates, each unit's kept flag and gate probability.
+    3: [
+        """CREATE TABLE masks (
+            run_id VARCHAR, stage VARCHAR, step BIGINT, block INTEGER, module VARCHAR,
+            unit VARCHAR, size BIGINT, kept_fraction DOUBLE, kept VARCHAR, prob VARCHAR,
+            ts DOUBLE, PRIMARY KEY (run_id, stage, step, block, module, unit))""",
+    ],
 }
 
 # column order of each event table, as the writer fills them
@@ -103,6 +112,8 @@ TABLES: dict[str, tuple[str, ...]] = {
     "hyps": ("run_id", "stage", "split", "step", "cut_id", "reference", "hypothesis", "ref_words",
              "substitutions", "deletions", "insertions", "audio", "start", "duration"),
     "artifacts": ("run_id", "stage", "kind", "path", "bytes"),
+    "masks": ("run_id", "stage", "step", "block", "module", "unit", "size", "kept_fraction",
+              "kept", "prob", "ts"),
     "logs": ("run_id", "stage", "source", "offset_", "ts", "line"),
     "ingest_errors": ("source", "offset_", "error", "ts"),
     "runs": ("run_id", "name", "experiment", "sweep_id", "config", "config_hash", "git_rev",
@@ -114,7 +125,7 @@ TABLES: dict[str, tuple[str, ...]] = {
 PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "metrics": ("run_id", "stage", "step"), "evals": ("run_id", "stage", "split", "step"),
     "hyps": ("run_id", "stage", "split", "step", "cut_id"), "artifacts": ("run_id", "stage", "kind"),
-    "logs": ("source", "offset_"), "ingest_errors": ("source", "offset_"), "runs": ("run_id",),
+    "masks": ("run_id", "stage", "step", "block", "module", "unit"), "logs": ("source", "offset_"), "ingest_errors": ("source", "offset_"), "runs": ("run_id",),
     "stages": ("run_id", "name"),
 }
 _NUMPY = {"step": np.int64, "ts": np.float64, "wer": np.float64, "wer_lo": np.float64,
@@ -122,7 +133,8 @@ _NUMPY = {"step": np.int64, "ts": np.float64, "wer": np.float64, "wer_lo": np.fl
           "nonzero_params": np.int64, "bytes": np.int64, "macs_per_second": np.float64,
           "rtf": np.float64, "ref_words": np.int64, "substitutions": np.int64,
           "deletions": np.int64, "insertions": np.int64, "offset_": np.int64,
-          "start": np.float64, "duration": np.float64}
+          "start": np.float64, "duration": np.float64, "block": np.int64, "size": np.int64,
+          "kept_fraction": np.float64}
 
 
 def is_lock_error(e: Exception) -> bool:

@@ -94,16 +94,23 @@ class Trainer:
         self.dataset = TransducerDataset(
             tokenizer, spec_augment=SpecAugment(generator=self.specaug_gen) if cfg.spec_augment else None,
             noise=NoiseAugment(cfg.noise_p, seed=seed) if cfg.noise_p > 0 else None)
+        # a compression wrapper (engine.compress) may bring parameters of its own with their own
+        # learning rate (hard-concrete gates, Lagrange multipliers): ``param_groups(peak_lr)``
+        own = model.param_groups(cfg.peak_lr) if hasattr(model, "param_groups") else []
+        theirs = {id(p) for g in own for p in g["params"]}
         decay, no_decay = [], []
         for name, p in model.named_parameters():
-            if not p.requires_grad:
+            if not p.requires_grad or id(p) in theirs:
                 continue
             (no_decay if p.ndim < 2 or "norm" in name else decay).append(p)
         self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                      {"params": no_decay, "weight_decay": 0.0}],
+                                      {"params": no_decay, "weight_decay": 0.0}, *own],
                                      lr=cfg.peak_lr, betas=(0.9, 0.98))
+        # the model's own parameters warm up and decay; a wrapper's keep their rate (a gate
+        # must still be able to close late in training)
+        main = lambda s: lr_factor(s + 1, cfg.warmup_steps)  # noqa: E731
         self.sched = torch.optim.lr_scheduler.LambdaLR(
-            self.opt, lambda s: lr_factor(s + 1, cfg.warmup_steps))
+            self.opt, [main, main] + [lambda s: 1.0] * len(own))
         self.progress = Progress()
 
     # ----- checkpoints -------------------------------------------------------------------------
@@ -233,6 +240,8 @@ class Trainer:
             self.opt.step()
         self.sched.step()
         self.progress.step += 1
+        if hasattr(self.model, "after_step"):  # a pruner re-applies its masks, updates them
+            self.model.after_step(self.progress.step)
         audio = sum(c.duration for c in cuts)
         self.progress.audio_seconds += audio
         tokens = int(batch["token_lens"].sum())
@@ -262,6 +271,8 @@ class Trainer:
         for k in EXTRA_TERMS:
             if k in w:
                 row[k] = w[k] / max(w["tokens"], 1)
+        if hasattr(self.model, "metrics"):  # e.g. a pruner's target and reached sparsity
+            row.update(self.model.metrics())
         self._log(row)
         for k in w:
             w[k] = 0 if isinstance(w[k], int) else 0.0

@@ -293,6 +293,16 @@ class Supervisor:
                         for k in ("start", "duration")}} for u in ev["rows"]]
             for r in rows:  # all checked before any is added
                 self.writer.add("hyps", r)
+        elif t == "masks":
+            step = int(ev["step"])
+            rows = [{**base, "ts": float(ts), "step": step, "block": int(m["block"]),
+                     "module": str(m["module"]), "unit": str(m["unit"]), "size": int(m["size"]),
+                     "kept_fraction": float(m["kept_fraction"]),
+                     "kept": None if m.get("kept") is None else json.dumps([int(k) for k in m["kept"]]),
+                     "prob": None if m.get("prob") is None else json.dumps([float(p) for p in m["prob"]])}
+                    for m in ev["rows"]]
+            for r in rows:  # all checked before any is added
+                self.writer.add("masks", r)
         elif t == "artifact":
             self.writer.add("artifacts", {"run_id": run_id, "stage": stage, "kind": str(ev["kind"]),
                                           "path": str(ev["path"]),
