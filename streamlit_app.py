@@ -16,5 +16,6 @@ PAGES = [
             url_path="compare"),
     st.Page("app/pages/listen.py", title="Listen", icon=":material/headphones:",
             url_path="listen"),
+    st.Page("app/pages/masks.py", title="Masks", icon=":material/grid_on:", url_path="masks"),
 ]
 st.navigation(PAGES).run()

@@ -279,3 +279,68 @@ def evaluated(home: Path) -> pd.DataFrame:
                    for r, n, m, p, s in zip(df.run_id, df.run_name, df.model_stage, df.step,
                                             df.stage)]
     return df
+
+
+# ----- masks (pruning stages) ------------------------------------------------------------------
+MASK_COLUMNS = ["block", "module", "unit", "size", "kept_fraction", "kept", "prob"]
+
+
+def mask_stages(home: Path) -> pd.DataFrame:
+    """Every stage that logged masks: run, stage, kind, its last step, newest run first."""
+    rows = read(db_path(home), """
+        SELECT m.run_id, r.name AS run_name, m.stage, coalesce(s.kind, '') AS kind,
+               max(m.step) AS last_step, count(DISTINCT m.step) AS steps
+        FROM masks m JOIN runs r USING (run_id)
+        LEFT JOIN stages s ON s.run_id = m.run_id AND s.name = m.stage
+        GROUP BY ALL ORDER BY max(r.created) DESC, m.stage""")
+    df = _frame(rows, ["run_id", "run_name", "stage", "kind", "last_step", "steps"])
+    df["key"] = df["run_id"] + "/" + df["stage"]
+    df["label"] = [f"{n}#{r.rsplit('-', 1)[-1]} · {s} ({k})"
+                   for n, r, s, k in zip(df.run_name, df.run_id, df.stage, df.kind)]
+    return df
+
+
+def mask_steps(home: Path, run_id: str, stage: str) -> list[int]:
+    rows = read(db_path(home), "SELECT DISTINCT step FROM masks WHERE run_id = ? AND stage = ? "
+                               "ORDER BY step", [run_id, stage])
+    return [int(r["step"]) for r in rows]
+
+
+def masks(home: Path, run_id: str, stage: str, step: int) -> pd.DataFrame:
+    """The masks of one stage at one logged step; ``kept`` and ``prob`` as lists (or None)."""
+    rows = read(db_path(home), """
+        SELECT block, module, unit, size, kept_fraction, kept, prob FROM masks
+        WHERE run_id = ? AND stage = ? AND step = ? ORDER BY block, module, unit""",
+                [run_id, stage, int(step)])
+    for r in rows:
+        r["kept"] = json.loads(r["kept"]) if r["kept"] else None
+        r["prob"] = json.loads(r["prob"]) if r["prob"] else None
+    return _frame(rows, MASK_COLUMNS)
+
+
+def mask_history(home: Path, run_id: str, stage: str) -> pd.DataFrame:
+    """Kept fraction of every block's prunable parameters at each logged step."""
+    rows = read(db_path(home), """
+        SELECT step, block, kept_fraction FROM masks
+        WHERE run_id = ? AND stage = ? AND module = 'block' AND unit = 'params'
+        ORDER BY step, block""", [run_id, stage])
+    return _frame(rows, ["step", "block", "kept_fraction"])
+
+
+def head_deaths(home: Path, run_id: str, stage: str) -> pd.DataFrame:
+    """For every attention head (block, head): the first logged step from which it stayed
+    pruned (None while it lives), from the kept flags of every logged step."""
+    rows = read(db_path(home), """
+        SELECT step, block, kept FROM masks
+        WHERE run_id = ? AND stage = ? AND module = 'attn' AND unit = 'heads' AND kept IS NOT NULL
+        ORDER BY step""", [run_id, stage])
+    died: dict[tuple[int, int], int | None] = {}
+    for r in rows:
+        for h, k in enumerate(json.loads(r["kept"])):
+            key = (int(r["block"]), h)
+            if k:
+                died[key] = None
+            elif died.get(key) is None:
+                died[key] = int(r["step"])
+    out = [{"block": b, "head": h, "died_at": s} for (b, h), s in sorted(died.items())]
+    return _frame(out, ["block", "head", "died_at"])

@@ -246,6 +246,10 @@ def run_prune_l0(stage: PruneL0Stage, ctx: Context) -> dict:
             inner = Distiller(small, teacher, stage.kd.model_copy(update={"layerwise_weight": 0}))
         ft = fit(stage, ctx, inner, out=ctx.out / stage.name / "finetune", limits=limits,
                  step_offset=res["steps"], total_steps=total)
+        # the stage's model is at its step counted over both phases
+        tuned, meta = load_model(ft["model"], inference=False)
+        _finish(Path(ft["model"]), tuned, ctx.tokenizer, ctx,
+                {**meta, "step": res["steps"] + ft["steps"], "sparsity": reached})
         out.update({"model": ft["model"], "finetune_steps": ft["steps"],
                     "steps": res["steps"] + ft["steps"]})
     return out
@@ -348,7 +352,7 @@ def fit(stage, ctx: Context, trained, out: Path | None = None, limits=None, step
         finally:
             shutil.rmtree(probe, ignore_errors=True)
 
-    trainer = Trainer(trained, cuts, tok, stage.train, out, seed=ctx.exp.seed,
+    trainer = Trainer(trained, cuts, tok, limits, out, seed=ctx.exp.seed,
                       on_metrics=on_metrics, log=ctx.log, on_step=on_step)
     path = trainer.run()
     if bar is not None:

@@ -144,6 +144,69 @@ max_utterances = {utterances}
 """)
         return path
 
+    def pruning_experiment(self, steps: int = 24, utterances: int = 8) -> Path:
+        """A tiny model, then L0 structured pruning (layerwise KD, fine-tuned) and magnitude
+        pruning of it, each exported and evaluated: masks in the store for the Masks page."""
+        self._n += 1
+        path = self.tmp / f"prune{self._n}.toml"
+        train = (f"max_duration = 20.0\nwarmup_steps = 5\nlog_every = 4\n"
+                 f"checkpoint_every = 8\naverage_last = 1\n")
+        stages = "".join(f"""
+[[stages]]
+kind = "export"
+name = "export-{n}"
+model = "{n}"
+[[stages]]
+kind = "evaluate"
+name = "eval-{n}"
+model = "{n}"
+splits = ["test-clean"]
+max_utterances = {utterances}
+""" for n in ("base", "l0", "sparse"))
+        path.write_text(f"""name = "p{self._n}"
+tags = ["prune-test"]
+seed = 0
+[data]
+corpus = "{self.corpus}"
+vocab_size = 64
+[[stages]]
+kind = "train"
+name = "base"
+[stages.model]
+preset = "tiny"
+[stages.train]
+max_steps = {steps}
+{train}
+[[stages]]
+kind = "prune_l0"
+name = "l0"
+model = "base"
+teacher = "base"
+[stages.train]
+max_steps = {steps}
+{train}
+[stages.prune]
+target = 0.5
+warmup_steps = {steps // 2}
+gate_lr = 0.2
+finetune_steps = 4
+mask_every = 4
+[[stages]]
+kind = "prune_magnitude"
+name = "sparse"
+model = "base"
+teacher = "base"
+[stages.train]
+max_steps = {steps}
+{train}
+[stages.prune]
+sparsity = 0.6
+end_step = {steps // 2}
+every = 4
+mask_every = 4
+{stages}""")
+        return path
+
     def cli(self, *args: str, check: bool = True, timeout: float = 120):
         import os
         import subprocess

@@ -275,9 +275,14 @@ class L0Pruner(nn.Module):
         (module, heads, FFN units, conv channels), for the Masks page."""
         rows = []
         for i, sizes in enumerate(self.layout):
-            for name, (n, _, _) in sizes.items():
+            full = kept_params = 0
+            for name, (n, per, extra) in sizes.items():
                 mk, uk = f"{i}_{name}", f"{i}_{name}_{UNIT_OF[name]}"
                 on = bool(self.gates[mk].deterministic()[0] > 0) if mk in self.gates else True
+                units = int((self.gates[uk].deterministic() > 0).sum()) if uk in self.gates else n
+                on = on and units > 0
+                full += n * per + extra
+                kept_params += (units * per + extra) if on else 0
                 if mk in self.gates:
                     p = self.gates[mk].p_open()
                     rows.append({"block": i, "module": name, "unit": "module", "size": 1,
@@ -293,6 +298,8 @@ class L0Pruner(nn.Module):
                 elif not on:
                     rows.append({"block": i, "module": name, "unit": UNIT_OF[name], "size": n,
                                  "prob": None, "kept": [0] * n, "kept_fraction": 0.0})
+            rows.append({"block": i, "module": "block", "unit": "params", "size": full,
+                         "kept_fraction": kept_params / max(full, 1)})
         return rows
 
     # ----- the smaller model -------------------------------------------------------------------

@@ -148,11 +148,17 @@ class MagnitudePruner(nn.Module):
 
     def mask_records(self) -> list[dict]:
         """Kept fraction of every pruned tensor, grouped by encoder block (the Masks page)."""
-        rows = []
+        rows, blocks = [], {}
         for name, m in zip(self.names, self.masks()):
             block, module = _where(name)
+            kept = int(m.sum())
             rows.append({"block": block, "module": module, "unit": "weights", "tensor": name,
-                         "kept_fraction": float(m.float().mean()), "size": m.numel()})
+                         "kept_fraction": kept / m.numel(), "size": m.numel()})
+            full, k = blocks.get(block, (0, 0))
+            blocks[block] = (full + m.numel(), k + kept)
+        for block, (full, k) in sorted(blocks.items()):
+            rows.append({"block": block, "module": "block", "unit": "params", "size": full,
+                         "kept_fraction": k / max(full, 1)})
         return rows
 
 

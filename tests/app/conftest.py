@@ -29,9 +29,11 @@ def filled_lab(tiny, tmp_path_factory):
         out = json.loads(lab.cli("sweep", str(exp), "--grid", "stages.model.train.peak_lr=3e-3,1e-2",
                                  "--json"))
         ids = out["run_ids"]
-        for run_id in ids:
+        prune = json.loads(lab.cli("run", str(lab.pruning_experiment()), "--json"))["run_id"]
+        for run_id in ids + [prune]:
             assert lab.wait(run_id)["state"] == "done", lab.status(run_id)
         lab.runs = ids
+        lab.prune_run = prune
         yield lab
     finally:
         lab.shutdown()

@@ -190,9 +190,57 @@ def test_listen_plays_an_utterance_and_shows_each_hypothesis(filled_lab):
     assert at.query_params["q"] in (word, [word])
 
 
+# ----- Masks ---------------------------------------------------------------------------------------
+def test_masks_shows_what_a_real_pruning_run_kept(filled_lab):
+    run = filled_lab.prune_run
+    at = ok(page("masks", run=run, stage="l0"))
+    assert at.selectbox(key="pruned").value == f"{run}/l0"
+    steps = data.mask_steps(filled_lab.home, run, "l0")
+    # logged at intervals while training (every 4 steps) and at the end
+    assert steps[:3] == [4, 8, 12] and steps[-1] == 24
+    metrics = {m.label: m.value for m in at.metric}
+    final = data.masks(filled_lab.home, run, "l0", 24)
+    blocks = final[final["module"] == "block"]
+    kept = (blocks["size"] * blocks["kept_fraction"]).sum() / blocks["size"].sum()
+    assert metrics["encoder parameters kept"] == f"{kept:.1%}"
+    worst = int(blocks.sort_values("kept_fraction").iloc[0]["block"])
+    assert metrics["block that lost most"] == f"block {worst}"
+    heads = final[final["unit"] == "heads"]
+    assert metrics["attention heads kept"] == \
+        f"{sum(sum(k) for k in heads['kept'])} of {int(heads['size'].sum())}"
+    # the slider goes back over the training steps; the page follows and keeps it in the URL
+    at.select_slider(key="mask_step").set_value(steps[0]).run()
+    ok(at)
+    assert at.query_params["step"] in (str(steps[0]), [str(steps[0])])
+    early = {m.label: m.value for m in at.metric}["encoder parameters kept"]
+    assert float(early.rstrip("%")) >= float(metrics["encoder parameters kept"].rstrip("%"))
+    at.radio(key="colour").set_value("prob").run()
+    ok(at)
+    # side by side with the magnitude-pruned model of the same run
+    at.selectbox(key="other").set_value(f"{run}/sparse").run()
+    ok(at)
+    assert at.query_params["vs"] in (f"{run}/sparse", [f"{run}/sparse"])
+    # the magnitude stage: unstructured, its tensors' kept shares
+    at = ok(page("masks", run=run, stage="sparse"))
+    assert "Unstructured" in texts(at)
+    m = data.masks(filled_lab.home, run, "sparse", data.mask_steps(filled_lab.home, run, "sparse")[-1])
+    w = m[m["unit"] == "weights"]
+    assert (w["size"] * (1 - w["kept_fraction"])).sum() / w["size"].sum() == pytest.approx(0.6, abs=0.01)
+
+
+def test_pruned_models_are_points_on_the_pareto_page(filled_lab):
+    models = data.models(filled_lab.home, "test-clean", runs=[filled_lab.prune_run])
+    by = {m: r for m, r in zip(models["model_stage"], models.to_dict("records"))}
+    assert by["l0"]["method"] == "prune_l0" and by["sparse"]["method"] == "prune_magnitude"
+    assert by["l0"]["params"] < by["base"]["params"]
+    assert by["sparse"]["bytes"] < 0.7 * by["base"]["bytes"]
+    assert by["sparse"]["nonzero_params"] < 0.6 * by["sparse"]["params"]
+    ok(page("pareto", split="test-clean", runs=filled_lab.prune_run))
+
+
 def test_pages_without_a_store_say_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("ASRLAB_HOME", str(tmp_path / "empty"))
-    for name in ("runs", "pareto", "compare", "listen"):
+    for name in ("runs", "pareto", "compare", "listen", "masks"):
         at = ok(page(name))
         assert at.info, name
 
