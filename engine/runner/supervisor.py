@@ -372,11 +372,11 @@ class Supervisor:
                 twin = self._twin(key, st)
                 if twin == "wait":
                     continue
-                if twin is not None:
+                if twin is not None:  # reusing takes no worker: done even while all are busy
                     self._reuse(key, twin)
                     continue
                 if running >= self.workers:
-                    return
+                    continue
                 self.launch(key)
                 running += 1
 
