@@ -15,7 +15,7 @@ from pathlib import Path
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--no-first-run", "--autoplay-policy=no-user-gesture-required"]
 PAGES = {"runs": "Runs", "launch": "Launch", "pareto": "Pareto front", "compare": "Compare two models",
-         "listen": "Listen"}
+         "listen": "Listen", "masks": "Pruning masks"}
 
 
 def chromium() -> str:

@@ -41,7 +41,7 @@ c[0].metric("encoder parameters kept", f"{total:.1%}", f"{total - 1:.1%}")
 if len(blocks):
     worst = blocks.sort_values("kept_fraction").iloc[0]
     c[1].metric("block that lost most", f"block {int(worst.block)}",
-                f"{worst.kept_fraction:.0%} kept", delta_color="off")
+                help=f"keeps {worst.kept_fraction:.0%} of its prunable parameters")
 heads = m[m["unit"] == "heads"]
 if len(heads):
     kept_heads = sum(sum(k) for k in heads["kept"] if k)
@@ -51,8 +51,9 @@ if len(heads):
     dead = deaths.dropna(subset=["died_at"])
     if len(dead):
         first = dead.sort_values(["died_at", "block", "head"]).iloc[0]
-        c[3].metric("first head to die", f"block {int(first.block)}, head {int(first.head)}",
-                    f"at step {int(first.died_at)}", delta_color="off")
+        c[3].metric("first head to die",
+                    f"block {int(first.block)}, head {int(first.head)} @ {int(first.died_at)}",
+                    help="block, head and the step from which it stayed pruned")
 st.caption(f"Step {step} of {steps[-1]}; {len(steps)} logged mask snapshots. "
            + ("Structured (hard-concrete) gates: pruned units are physically removed at the end."
               if structured else "Unstructured (magnitude) masks: weights are zeroed, stored "

@@ -59,14 +59,14 @@ def test_every_page_opens_without_an_exception(page, explorer, tmp_path, name):
     # every page is reachable from the sidebar navigation
     nav = page.locator('[data-testid="stSidebarNav"]').inner_text()
     assert all(title.split()[0] in nav for title in ("Runs", "Launch", "Pareto", "Compare",
-                                                     "Listen"))
+                                                     "Listen", "Masks"))
     snap(page, tmp_path, name)
 
 
 def test_clicking_a_pareto_point_opens_its_details(page, explorer, tmp_path):
     shots.open_page(page, explorer, "pareto", "split=test-clean")
     points = page.locator(".js-plotly-plot .scatterlayer .trace .points path")
-    assert points.count() == 2
+    assert points.count() == 5  # the sweep's two models, the pruning run's base, l0 and sparse
     box = points.first.bounding_box()  # plotly takes clicks on its drag layer, at the point
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.wait_for_timeout(300)  # hover first, as a user's pointer does
@@ -81,6 +81,20 @@ def test_clicking_a_pareto_point_opens_its_details(page, explorer, tmp_path):
     page.wait_for_selector("h1:has-text('Listen')", timeout=30_000)
     shots.settle(page)
     assert "models=" in page.url and shots.exceptions(page) == []
+
+
+def test_the_masks_page_draws_a_real_pruning_run(page, explorer, filled_lab, tmp_path):
+    shots.open_page(page, explorer, "masks", f"run={filled_lab.prune_run}&stage=l0")
+    assert shots.exceptions(page) == []
+    body = page.locator("section.main, [data-testid='stMain']").first.inner_text()
+    assert "block that lost most" in body and "Which heads died first" in body
+    # per-block bars, the unit heatmaps, the history and the head deaths all drew
+    assert page.locator(".js-plotly-plot").count() >= 4
+    assert page.locator(".js-plotly-plot .heatmaplayer").count() >= 2
+    snap(page, tmp_path, "masks-l0")
+    shots.open_page(page, explorer, "masks", f"run={filled_lab.prune_run}&stage=sparse")
+    assert shots.exceptions(page) == [] and "Unstructured" in page.content()
+    snap(page, tmp_path, "masks-sparse")
 
 
 def test_the_play_button_plays_real_wav_bytes(page, explorer, tmp_path):
