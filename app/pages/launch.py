@@ -40,13 +40,18 @@ def file_experiment() -> tuple[dict | None, str]:
 
 
 def train_form(sid: str, st_: dict) -> None:
-    m, t = st_.setdefault("model", {}), st_.setdefault("train", {})
+    m = st_.setdefault("model", {})
     c = st.columns(4)
     m["preset"] = c[0].selectbox("preset", PRESETS, index=ui.pick(PRESETS, m.get("preset", "tiny")),
                                  key=f"preset-{sid}")
     m["loss"] = c[1].selectbox("loss", LOSSES, key=f"loss-{sid}")
     m["predictor"] = c[2].selectbox("predictor", ["stateless", "lstm"], key=f"pred-{sid}")
     m["streaming"] = c[3].checkbox("streaming", key=f"stream-{sid}")
+    limits_form(sid, st_)
+
+
+def limits_form(sid: str, st_: dict) -> None:
+    t = st_.setdefault("train", {})
     c = st.columns(4)
     t["max_steps"] = int(c[0].number_input("max steps", 1, None, t.get("max_steps", 1000),
                                            key=f"steps-{sid}"))
@@ -68,6 +73,54 @@ def distill_form(sid: str, st_: dict, models: list[str]) -> None:
     kd["layerwise_weight"] = c[3].number_input("layerwise weight (gamma)", 0.0, None, 0.0,
                                                key=f"kdl-{sid}")
     train_form(sid, st_)
+
+
+def prune_source(sid: str, st_: dict, models: list[str]) -> None:
+    c = st.columns(2)
+    st_["model"] = c[0].selectbox("model to prune (a model stage above)", models or ["(none)"],
+                                  key=f"model-{sid}")
+    choices = ["(no KD)"] + models
+    t = c[1].selectbox("teacher for KD (usually the unpruned model)", choices,
+                       index=ui.pick(choices, st_.get("teacher") or "(no KD)"),
+                       key=f"teacher-{sid}")
+    st_["teacher"] = None if t == "(no KD)" else t
+
+
+def prune_magnitude_form(sid: str, st_: dict, models: list[str]) -> None:
+    prune_source(sid, st_, models)
+    p = st_.setdefault("prune", {})
+    c = st.columns(4)
+    p["sparsity"] = c[0].number_input("final sparsity", 0.0, 0.99, 0.6, 0.05, key=f"sp-{sid}")
+    end = c[1].number_input("final sparsity at step (0: 70% of the steps)", 0, None, 0,
+                            key=f"spend-{sid}")
+    p["end_step"] = int(end) or None
+    p["every"] = int(c[2].number_input("new mask every N steps", 1, None, 50, key=f"spev-{sid}"))
+    p["scope"] = c[3].selectbox("scope", ["layer", "global"], key=f"spsc-{sid}")
+    if st_.get("teacher"):
+        st_["kd"] = {"loss": st.selectbox("KD loss", ["yblank", "full"], key=f"spkd-{sid}")}
+    else:
+        st_.pop("kd", None)
+    limits_form(sid, st_)
+
+
+def prune_l0_form(sid: str, st_: dict, models: list[str]) -> None:
+    prune_source(sid, st_, models)
+    p = st_.setdefault("prune", {})
+    c = st.columns(4)
+    p["target"] = c[0].number_input("target (share of prunable parameters removed)", 0.05, 0.95,
+                                    0.5, 0.05, key=f"l0t-{sid}")
+    p["finetune_steps"] = int(c[1].number_input("fine-tuning steps of the pruned model", 0,
+                                                None, 100, key=f"l0ft-{sid}"))
+    p["gate_lr"] = c[2].number_input("gate learning rate", 0.001, 1.0, 0.05, key=f"l0lr-{sid}",
+                                     format="%.3f")
+    p["units"] = c[3].multiselect("gates on", ["modules", "heads", "ffn", "conv"],
+                                  ["modules", "heads", "ffn", "conv"], key=f"l0u-{sid}")
+    if st_.get("teacher"):
+        st_["kd"] = {"loss": "none", "layerwise_weight": st.number_input(
+            "layerwise KD weight (gamma)", 0.0, None, 1.0, key=f"l0kd-{sid}")}
+    else:
+        st_.pop("kd", None)
+    limits_form(sid, st_)
 
 
 def evaluate_form(sid: str, st_: dict, models: list[str]) -> None:
@@ -108,14 +161,21 @@ def built_experiment() -> tuple[dict, str]:
                 distill_form(sid, st_, models)
             elif st_["kind"] == "evaluate":
                 evaluate_form(sid, st_, models)
+            elif st_["kind"] == "prune_magnitude":
+                prune_magnitude_form(sid, st_, models)
+            elif st_["kind"] == "prune_l0":
+                prune_l0_form(sid, st_, models)
             else:
                 st_["model"] = st.selectbox("model", models or ["(none)"], key=f"model-{sid}")
     c = st.columns([1, 1, 3], vertical_alignment="bottom")
-    kind = c[0].selectbox("add a stage", ["train", "distill", "evaluate", "export"],
-                          key="add_kind")
+    kind = c[0].selectbox("add a stage", ["train", "distill", "prune_magnitude", "prune_l0",
+                                          "evaluate", "export"], key="add_kind")
     if c[1].button("add stage"):
         last_model = next((s["name"] for s in reversed(stages) if s["kind"] in MODEL_KINDS), "")
-        ref = {"train": {}, "distill": {"teacher": last_model}}.get(kind, {"model": last_model})
+        ref = {"train": {}, "distill": {"teacher": last_model},
+               "prune_magnitude": {"model": last_model, "teacher": last_model},
+               "prune_l0": {"model": last_model, "teacher": last_model}}.get(
+                   kind, {"model": last_model})
         stages.append({"kind": kind, "name": f"{kind}{len(stages) + 1}", **ref})
         st.rerun()
     data["stages"] = [{k: v for k, v in s.items() if k != "id"} for s in stages]

@@ -109,6 +109,23 @@ def test_launch_builds_and_submits_a_real_run(filled_lab, tiny):
     filled_lab.wait(run_id)
 
 
+def test_launch_builds_pruning_stages_validated_as_the_cli_does():
+    at = ok(page("launch"))
+    at.radio(key="mode").set_value("build one").run()
+    for kind in ("prune_l0", "prune_magnitude"):
+        at.selectbox(key="add_kind").set_value(kind).run()
+        next(b for b in at.button if b.label == "add stage").click().run()
+        ok(at)
+    toml = at.code[0].value
+    exp = parse_experiment(toml_data(toml, "preview"), "preview")
+    l0, mag = exp.stages[2], exp.stages[3]
+    assert (l0.kind, l0.model, l0.teacher, l0.prune.target) == ("prune_l0", "model", "model", 0.5)
+    assert l0.kd.layerwise_weight == 1.0 and l0.prune.finetune_steps == 100
+    assert (mag.kind, mag.model, mag.prune.sparsity, mag.kd.loss) == ("prune_magnitude", "model",
+                                                                      0.6, "yblank")
+    assert not at.error
+
+
 # ----- Pareto --------------------------------------------------------------------------------------
 def ours(lab, split: str, choice: str = "final", step: int | None = None):
     """The models of the fixture's sweep (other tests add runs to the shared lab)."""
