@@ -4,7 +4,7 @@ An experiment names its data and an ordered list of ``[[stages]]``. Every stage 
 a unique ``name``; stages that work on a model name the earlier stage it comes from (``model``).
 Unknown keys, unknown stage kinds and dangling stage references are rejected with the key path
 and the allowed values, e.g. ``experiments/x.toml: stages[1].kind: unknown stage kind 'prun';
-allowed: distill, evaluate, export, train``.
+allowed: distill, evaluate, export, prune_l0, prune_magnitude, train``.
 """
 
 from __future__ import annotations

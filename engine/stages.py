@@ -1,9 +1,11 @@
 """Stage kinds: ``kind -> function(stage, context) -> outputs``.
 
 A stage reads its inputs from the outputs of the stages it names and writes into its own folder
-``OUT/STAGE_NAME/``. This issue's kinds: ``train`` (a model from presets, or continued from an
-earlier stage with ``init_from``), ``evaluate`` (WER with intervals per split, every hypothesis,
-and the accounting figures) and ``export`` (the deployable artifact whose bytes are the size).
+``OUT/STAGE_NAME/``. Kinds: ``train`` (a model from presets, or continued from an earlier stage
+with ``init_from``), ``distill`` (a student against a frozen teacher), ``prune_magnitude`` and
+``prune_l0`` (an earlier stage's model pruned, with optional KD from a teacher), ``evaluate``
+(WER with intervals per split, every hypothesis, and the accounting figures) and ``export`` (the
+deployable artifact whose bytes are the size).
 Rerunning an experiment into the same folder resumes a killed training stage from its checkpoint.
 """
 
