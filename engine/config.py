@@ -159,7 +159,8 @@ class L0Config(_Strict):
     penalty: float = Field(100.0, ge=0.0, description="rho: fixed weight of (s - t)^2 beside "
                                                       "the learned lambda2 (damps overshoot)")
     init_keep: float = Field(0.95, gt=0.0, lt=1.0, description="initial P(gate on)")
-    units: list[Literal["modules", "heads", "ffn", "conv"]] = ["modules", "heads", "ffn", "conv"]
+    units: list[Literal["modules", "heads", "ffn", "conv"]] = Field(
+        ["modules", "heads", "ffn", "conv"], min_length=1, description="what the gates act on")
     finetune_steps: int = Field(0, ge=0, description="steps of training of the pruned dense "
                                                      "model (with KD when a teacher is set)")
     mask_every: int = Field(100, ge=1, description="log the gates every N steps (and at the end)")
