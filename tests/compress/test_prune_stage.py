@@ -92,3 +92,75 @@ def test_magnitude_pruning_reaches_its_sparsity_and_is_stored_sparse(sparse):
     sp = load_model(outputs["export-sparse-90"]["artifact"])[0].state_dict()
     dense = load_model(outputs["sparse-90"]["model"])[0].state_dict()
     assert all(torch.equal(sp[k], dense[k]) for k in dense)
+
+
+def _l0_experiment(path: Path, corpus: Path) -> Path:
+    path.write_text(f"""
+name = "kill-l0"
+seed = 5
+[data]
+corpus = "{corpus}"
+vocab_size = 64
+[[stages]]
+kind = "train"
+name = "base"
+[stages.model]
+preset = "tiny"
+[stages.train]
+max_steps = 10
+max_duration = 20.0
+warmup_steps = 5
+checkpoint_every = 10
+threads = 1
+[[stages]]
+kind = "prune_l0"
+name = "l0"
+model = "base"
+teacher = "base"
+[stages.train]
+max_steps = 30
+max_duration = 20.0
+warmup_steps = 5
+log_every = 2
+checkpoint_every = 10
+noise_p = 0.5
+threads = 1
+[stages.prune]
+target = 0.4
+warmup_steps = 15
+gate_lr = 0.2
+finetune_steps = 6
+""")
+    return path
+
+
+def test_a_killed_l0_stage_resumes_to_the_same_pruned_model(tiny, tmp_path):
+    """Gates, multipliers, layer maps and RNG states are checkpointed: kill -9 mid-pruning and
+    the rerun reaches the same smaller model, fine-tuned to the same weights."""
+    import os
+    import signal
+    import time
+
+    exp = _l0_experiment(tmp_path / "e.toml", tiny)
+    cli = [sys.executable, "-m", "engine.cli", "train", str(exp), "--quiet", "--out"]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    p = subprocess.run(cli + [str(straight)], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    proc = subprocess.Popen(cli + [str(killed)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    ckpt = killed / "l0" / "checkpoints" / "step-00000010.pt"
+    deadline = time.time() + 300
+    while not ckpt.exists():
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "l0" / "pruned.pt").exists()  # it died while pruning
+    p = subprocess.run(cli + [str(killed)], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    a, _ = load_model(straight / "l0" / "finetune" / "model.pt", inference=False)
+    b, _ = load_model(killed / "l0" / "finetune" / "model.pt", inference=False)
+    assert a.config() == b.config()
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), name
