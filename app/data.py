@@ -257,12 +257,24 @@ def hypotheses_of(home: Path, keys: list[str], split: str, cut_id: str) -> list[
         run_id, stage, step = parse_model_key(key)
         rows = read(db_path(home), """
             SELECT reference, hypothesis, substitutions + deletions + insertions AS errors,
-                   ref_words, audio, start, duration
+                   ref_words, audio, start, duration, nbest
             FROM hyps WHERE run_id = ? AND stage = ? AND split = ? AND step = ? AND cut_id = ?""",
                     [run_id, stage, split, step, cut_id])
         if rows:
-            out.append({"model": key, **rows[0]})
+            r = rows[0]
+            r["nbest"] = json.loads(r["nbest"]) if r.get("nbest") else None
+            out.append({"model": key, **r})
     return out
+
+
+def nbest_table(nbest: dict) -> pd.DataFrame:
+    """A two-pass model's n-best of one utterance: rank, text, both scores, the combined score
+    and which one the rescorer chose."""
+    lam = nbest.get("lambda", 0.5)
+    rows = [{"rank (first pass)": i + 1, "hypothesis": h["text"], "RNN-T log P": h["rnnt"],
+             "LAS log P": h["las"], f"{lam} x LAS + {round(1 - lam, 3)} x RNN-T": h["score"],
+             "chosen": i == nbest["chosen"]} for i, h in enumerate(nbest["list"])]
+    return pd.DataFrame(rows)
 
 
 def evaluated(home: Path) -> pd.DataFrame:

@@ -224,7 +224,8 @@ def evaluate(
         corpus = resolve_corpus(data)
         artifact = Path(model) / "model.pt" if Path(model).is_dir() else Path(model)
         res = evaluate_model(m, tok, corpus, split, decoding, beam, max_utterances,
-                             artifact=artifact)
+                             artifact=artifact,
+                             las_lambda=(meta.get("twopass") or {}).get("lambda"))
     except _user_errors_all() as e:
         _fail(str(e))
     s = res["summary"]
@@ -261,7 +262,8 @@ def compare(
             if tok is None:
                 _fail(f"{path}: has no embedded tokenizer (train it with `asrlab train`)")
             res = evaluate_model(m, tok, corpus, split, decoding, max_utterances=max_utterances,
-                                 accounting_utterances=2)
+                                 accounting_utterances=2,
+                                 las_lambda=(meta.get("twopass") or {}).get("lambda"))
             runs.append(res)
     except _user_errors_all() as e:
         _fail(str(e))

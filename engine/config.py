@@ -4,7 +4,8 @@ An experiment names its data and an ordered list of ``[[stages]]``. Every stage 
 a unique ``name``; stages that work on a model name the earlier stage it comes from (``model``).
 Unknown keys, unknown stage kinds and dangling stage references are rejected with the key path
 and the allowed values, e.g. ``experiments/x.toml: stages[1].kind: unknown stage kind 'prun';
-allowed: distill, evaluate, export, prune_l0, prune_magnitude, train``.
+allowed: distill, evaluate, export, finetune, las_distill, las_train, prune_l0, prune_magnitude,
+train``.
 """
 
 from __future__ import annotations
@@ -176,6 +177,60 @@ class PruneL0Stage(_Strict):
     kd: KDConfig = KDConfig(loss="none", layerwise_weight=1.0)
 
 
+class LASModelConfig(_Strict):
+    """Sizes of a LAS rescorer (engine.models.las)."""
+
+    embed_dim: int = Field(128, ge=8)
+    layers: list[int] = Field([256], min_length=1, description="hidden units of each LSTM layer")
+    attn_dim: int = Field(128, ge=8)
+    out_dim: int = Field(256, ge=8)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class TwoPassConfig(_Strict):
+    nbest: int = Field(4, ge=1, description="first-pass hypotheses the LAS rescores")
+    tune_utterances: int = Field(100, ge=1, description="dev utterances that choose lambda")
+
+
+class LASKDConfig(_Strict):
+    weight: float = Field(1.0, ge=0.0, description="weight of the token-level KL to the teacher")
+    temperature: float = Field(1.0, gt=0.0)
+    ce_weight: float = Field(1.0, ge=0.0, description="weight of the cross-entropy")
+
+
+class LASTrainStage(_Strict):
+    kind: Literal["las_train"]
+    name: str
+    model: str = Field(description="the stage whose model gets a LAS (its encoder frozen)")
+    las: LASModelConfig = LASModelConfig()
+    train: TrainConfig = TrainConfig()
+    twopass: TwoPassConfig = TwoPassConfig()
+
+
+class LASDistillStage(_Strict):
+    kind: Literal["las_distill"]
+    name: str
+    model: str = Field(description="the student (an RNN-T) whose frozen encoder the LAS reads")
+    teacher: str = Field(description="a two-pass model (las_train, las_distill or finetune)")
+    las: LASModelConfig = LASModelConfig()
+    train: TrainConfig = TrainConfig()
+    kd: LASKDConfig = LASKDConfig()
+    twopass: TwoPassConfig = TwoPassConfig()
+
+
+class FinetuneStage(_Strict):
+    kind: Literal["finetune"]
+    name: str
+    model: str = Field(description="a two-pass model: every part of it is trained")
+    teacher: str | None = Field(None, description="a two-pass teacher for the KD terms")
+    train: TrainConfig = TrainConfig()
+    kd: KDConfig = KDConfig(loss="none")
+    las_weight: float = Field(1.0, ge=0.0, description="weight of the LAS cross-entropy")
+    las_kd_weight: float = Field(0.0, ge=0.0, description="weight of KL to the teacher's LAS")
+    las_temperature: float = Field(1.0, gt=0.0)
+    twopass: TwoPassConfig = TwoPassConfig()
+
+
 class EvaluateStage(_Strict):
     kind: Literal["evaluate"]
     name: str
@@ -194,10 +249,13 @@ class ExportStage(_Strict):
 
 
 Stage = Annotated[Union[TrainStage, DistillStage, PruneMagnitudeStage, PruneL0Stage,
-                        EvaluateStage, ExportStage], Field(discriminator="kind")]
-STAGE_KINDS = ("distill", "evaluate", "export", "prune_l0", "prune_magnitude", "train")
+                        LASTrainStage, LASDistillStage, FinetuneStage, EvaluateStage,
+                        ExportStage], Field(discriminator="kind")]
+STAGE_KINDS = ("distill", "evaluate", "export", "finetune", "las_distill", "las_train",
+               "prune_l0", "prune_magnitude", "train")
 # the stage kinds that make a model
-MODEL_KINDS = ("distill", "prune_l0", "prune_magnitude", "train")
+MODEL_KINDS = ("distill", "finetune", "las_distill", "las_train", "prune_l0", "prune_magnitude",
+               "train")
 
 
 def stage_inputs(st) -> list[tuple[str, str]]:
@@ -205,9 +263,10 @@ def stage_inputs(st) -> list[tuple[str, str]]:
     if st.kind in ("train", "distill"):
         refs = [("teacher", st.teacher)] if st.kind == "distill" else []
         return refs + ([("init_from", st.init_from)] if st.init_from else [])
-    if st.kind in ("prune_magnitude", "prune_l0"):
-        return [("model", st.model)] + ([("teacher", st.teacher)]
-                                        if st.teacher and st.teacher != st.model else [])
+    if st.kind in ("prune_magnitude", "prune_l0", "las_train", "las_distill", "finetune"):
+        teacher = getattr(st, "teacher", None)
+        return [("model", st.model)] + ([("teacher", teacher)]
+                                        if teacher and teacher != st.model else [])
     return [("model", st.model)]
 
 

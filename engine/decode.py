@@ -68,6 +68,14 @@ def modified_beam_search(model: Transducer, enc: Tensor, enc_lens: Tensor, beam:
                          ) -> list[list[int]]:
     """Beam search with at most one symbol per frame; hypotheses with equal tokens merge
     (log-add). Runs per utterance, all hypotheses of a frame in one batch."""
+    return [nbest[0][0] for nbest in modified_beam_search_nbest(model, enc, enc_lens, beam)]
+
+
+@torch.no_grad()
+def modified_beam_search_nbest(model: Transducer, enc: Tensor, enc_lens: Tensor, beam: int = 4
+                               ) -> list[list[tuple[list[int], float]]]:
+    """``modified_beam_search``'s final beam of each utterance: (tokens, RNN-T log-probability)
+    pairs, best first (the first pass of a two-pass model)."""
     blank = model.cfg.blank
     out = []
     for i in range(enc.shape[0]):
@@ -100,8 +108,41 @@ def modified_beam_search(model: Transducer, enc: Tensor, enc_lens: Tensor, beam:
                 preds = torch.where(emit[:, None], new_pred, preds)
                 states = _merge_state(states, new_state, emit)
             hyps = [(t_, s) for t_, (s, _, _) in best]
-        out.append(list(max(hyps, key=lambda h: h[1])[0]))
+        out.append([(list(t_), float(s)) for t_, s in sorted(hyps, key=lambda h: -h[1])])
     return out
+
+
+@torch.no_grad()
+def two_pass(model: Transducer, enc: Tensor, enc_lens: Tensor, nbest: int = 4,
+             las_lambda: float = 0.5) -> tuple[list[dict], dict]:
+    """First pass: the n-best of modified beam search with RNN-T scores; second pass: every
+    hypothesis of every utterance scored by the LAS rescorer in one batch under teacher forcing,
+    and the best of ``lambda * las + (1 - lambda) * rnnt`` chosen. Returns per utterance
+    {"first", "second", "chosen", "nbest": [{"tokens", "rnnt", "las", "score"}]} and the seconds
+    each pass took ({"first_pass_s", "rescore_s"})."""
+    import time
+
+    if model.las is None:
+        raise ValueError("two-pass decoding needs a model with a LAS rescorer (las_train)")
+    t0 = time.perf_counter()
+    lists = modified_beam_search_nbest(model, enc, enc_lens, nbest)
+    t1 = time.perf_counter()
+    rows = [(i, toks, s) for i, lst in enumerate(lists) for toks, s in lst]
+    idx = torch.tensor([i for i, _, _ in rows], dtype=torch.long)
+    las = model.las.score(enc[idx], enc_lens[idx], [t for _, t, _ in rows]).tolist() \
+        if rows else []
+    t2 = time.perf_counter()
+    out, k = [], 0
+    for lst in lists:
+        cands = []
+        for toks, s in lst:
+            cands.append({"tokens": toks, "rnnt": s, "las": las[k],
+                          "score": las_lambda * las[k] + (1 - las_lambda) * s})
+            k += 1
+        chosen = max(range(len(cands)), key=lambda j: cands[j]["score"])
+        out.append({"first": cands[0]["tokens"], "second": cands[chosen]["tokens"],
+                    "chosen": chosen, "nbest": cands})
+    return out, {"first_pass_s": t1 - t0, "rescore_s": t2 - t1}
 
 
 @torch.no_grad()
@@ -138,5 +179,8 @@ def decode(model: Transducer, feats: Tensor, feat_lens: Tensor, method: str = "g
         return greedy_search(model, enc, enc_lens)
     if method == "beam":
         return modified_beam_search(model, enc, enc_lens, beam)
-    raise ValueError(f"unknown decoding method {method!r}; expected greedy, beam or streaming")
+    if method == "twopass":
+        return [r["second"] for r in two_pass(model, enc, enc_lens, beam)[0]]
+    raise ValueError(f"unknown decoding method {method!r}; expected greedy, beam, twopass or "
+                     f"streaming")
 

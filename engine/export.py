@@ -20,7 +20,7 @@ def export_torch(model_path: Path, out_dir: Path) -> dict:
     model, meta = load_model(model_path)  # inference form: no training-only heads
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    keep = {k: v for k, v in meta.items() if k in ("tokenizer", "step", "corpus")}
+    keep = {k: v for k, v in meta.items() if k in ("tokenizer", "step", "corpus", "twopass")}
     _, sparse = pack_sparse(model.state_dict())
     artifact = save_model(model, out_dir / "model.pt", keep, sparse=bool(sparse))
     if "tokenizer" in meta:

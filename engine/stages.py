@@ -22,8 +22,9 @@ from typing import Callable
 import torch
 
 from engine.checkpoint import load_model, save_model
-from engine.config import (DistillStage, EvaluateStage, Experiment, ExportStage, PruneL0Stage,
-                           PruneMagnitudeStage, TrainStage)
+from engine.config import (DistillStage, EvaluateStage, Experiment, ExportStage, FinetuneStage,
+                           LASDistillStage, LASTrainStage, PruneL0Stage, PruneMagnitudeStage,
+                           TrainStage)
 from engine.data.corpus import write_json_atomic
 from engine.data.features import compute_features, train_cmvn
 from engine.data.tokenizer import Tokenizer, tokenizer_dir, train_tokenizer
@@ -257,6 +258,83 @@ def run_prune_l0(stage: PruneL0Stage, ctx: Context) -> dict:
     return out
 
 
+# ----- two-pass: LAS rescorer and deep finetuning ---------------------------------------------------
+def _las_config(stage):
+    from engine.models.las import LASConfig
+
+    c = stage.las
+    return LASConfig(embed_dim=c.embed_dim, layers=tuple(c.layers), attn_dim=c.attn_dim,
+                     out_dim=c.out_dim, dropout=c.dropout)
+
+
+def _two_pass_done(stage, ctx: Context, res: dict) -> dict:
+    """Choose the second pass's lambda on dev and store it (with n) in the model file."""
+    from engine.compress.twopass import tune_lambda
+
+    path = Path(res["model"])
+    model, meta = load_model(path, inference=False)
+    cuts = split_features(ctx.corpus, ctx.exp.data.dev_split).subset(
+        first=stage.twopass.tune_utterances)
+    tuned = tune_lambda(model, ctx.tokenizer, cuts, stage.twopass.nbest)
+    ctx.log(f"{stage.name}: lambda {tuned['lambda']} chosen on {tuned['utterances']} dev "
+            f"utterances (WER by lambda: {tuned['wer']})")
+    _finish(path, model, ctx.tokenizer, ctx, {**meta, "twopass": tuned})
+    return {**res, "las_lambda": tuned["lambda"], "nbest": tuned["nbest"]}
+
+
+def run_las_train(stage: LASTrainStage, ctx: Context) -> dict:
+    """A LAS rescorer for an earlier stage's model, trained on its frozen encoder."""
+    from engine.compress.twopass import LASTrainer
+
+    model, src = model_of_stage(ctx, stage.name, stage.model, "model", inference=False)
+    model.with_las(_las_config(stage))
+    ctx.log(f"{stage.name}: LAS ({sum(p.numel() for p in model.las.parameters()):,} parameters) "
+            f"on the frozen encoder of {src}")
+    return _two_pass_done(stage, ctx, fit(stage, ctx, LASTrainer(model)))
+
+
+def run_las_distill(stage: LASDistillStage, ctx: Context) -> dict:
+    """Stage 2 of two-pass compression: a student LAS on the frozen student encoder, distilled
+    from the teacher's LAS (token-level KL under teacher forcing) plus cross-entropy."""
+    from engine.compress.twopass import LASTrainer
+
+    student, src = model_of_stage(ctx, stage.name, stage.model, "model", inference=False)
+    teacher, tpath = model_of_stage(ctx, stage.name, stage.teacher)
+    if teacher.las is None:
+        raise ValueError(f"{stage.name}: the teacher {tpath} has no LAS rescorer; make one with "
+                         f"a las_train stage")
+    student.with_las(_las_config(stage))
+    k = stage.kd
+    ctx.log(f"{stage.name}: student LAS ({sum(p.numel() for p in student.las.parameters()):,} "
+            f"parameters) on {src}, KL to the LAS of {tpath} x {k.weight} at T {k.temperature}")
+    trainer = LASTrainer(student, teacher, k.temperature, k.weight, k.ce_weight)
+    return _two_pass_done(stage, ctx, fit(stage, ctx, trainer))
+
+
+def run_finetune(stage: FinetuneStage, ctx: Context) -> dict:
+    """Stage 3: deep finetuning of every part of a two-pass model (RNN-T + LAS losses, and KD
+    from a two-pass teacher when one is named)."""
+    from engine.compress.distill import Distiller
+    from engine.compress.twopass import DeepFinetune
+
+    model, src = model_of_stage(ctx, stage.name, stage.model, "model", inference=False)
+    if model.las is None:
+        raise ValueError(f"{stage.name}: {src} has no LAS rescorer; finetune takes a two-pass "
+                         f"model (las_train or las_distill)")
+    teacher = None
+    inner = model
+    if stage.teacher:
+        teacher, _ = model_of_stage(ctx, stage.name, stage.teacher)
+        if stage.kd.loss != "none" or stage.kd.layerwise_weight > 0:
+            inner = Distiller(model, teacher, stage.kd)
+    ctx.log(f"{stage.name}: deep finetuning of {src} (RNN-T + {stage.las_weight} x LAS"
+            + (f", KD from {stage.teacher}: RNN-T {stage.kd.loss}, LAS x {stage.las_kd_weight}"
+               if teacher is not None else "") + ")")
+    wrapped = DeepFinetune(inner, teacher, stage.las_weight, stage.las_kd_weight,
+                           stage.las_temperature)
+    return _two_pass_done(stage, ctx, fit(stage, ctx, wrapped))
+
+
 def new_model(stage, ctx: Context) -> Transducer:
     """The model a train or distill stage starts from: its preset, seeded, with the corpus's
     feature statistics; weights of ``init_from`` where given."""
@@ -388,25 +466,48 @@ def batches_of(cuts, max_seconds: float = 60.0):
 
 def evaluate_model(model: Transducer, tok: Tokenizer, corpus: Path, split: str,
                    method: str = "greedy", beam: int = 4, max_utterances: int | None = None,
-                   accounting_utterances: int = 20, artifact: Path | None = None) -> dict:
-    """WER with interval, per-utterance results and accounting for one split."""
+                   accounting_utterances: int = 20, artifact: Path | None = None,
+                   las_lambda: float | None = None) -> dict:
+    """WER with interval, per-utterance results and accounting for one split.
+
+    A two-pass model (one with a LAS rescorer) is decoded in two passes unless ``method`` is
+    ``streaming``: ``wer`` is the second pass's, ``wer_first_pass`` the beam search's best,
+    ``nbest`` the n (``beam``), and every utterance carries its n-best with both scores."""
     from engine.compress.accounting import account
     from engine.data.batching import cut_text
-    from engine.decode import decode
+    from engine.decode import decode, two_pass
     from engine.evaluate import score_utterance, summarize
 
     cuts = split_features(corpus, split)
     if max_utterances:
         cuts = cuts.subset(first=max_utterances)
     model.eval()
-    results, where = [], {}
+    second = model.las is not None and method != "streaming"
+    lam = 0.5 if las_lambda is None else las_lambda
+    results, first, where, nbests = [], [], {}, {}
+    times = {"first_pass_s": 0.0, "rescore_s": 0.0}
+    audio_s = 0.0
     feats_for_accounting = []
     with torch.no_grad():
         for group in batches_of(cuts):
             feats = [torch.as_tensor(c.load_features()) for c in group]
             lens = torch.tensor([f.shape[0] for f in feats])
             x = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)
-            hyps = decode(model, x, lens, method, beam)
+            audio_s += sum(c.duration for c in group)
+            if second:
+                enc, enc_lens = model.encode(x, lens)
+                passes, t = two_pass(model, enc, enc_lens, beam, lam)
+                for k in times:
+                    times[k] += t[k]
+                hyps = [p["second"] for p in passes]
+                for c, p in zip(group, passes):
+                    first.append(score_utterance(c.id, cut_text(c), tok.decode(p["first"])))
+                    nbests[c.id] = {"chosen": p["chosen"], "lambda": lam, "list": [
+                        {"text": tok.decode(h["tokens"]), "rnnt": round(h["rnnt"], 3),
+                         "las": round(h["las"], 3), "score": round(h["score"], 3)}
+                        for h in p["nbest"]]}
+            else:
+                hyps = decode(model, x, lens, method, beam)
             for c, h in zip(group, hyps):
                 results.append(score_utterance(c.id, cut_text(c), tok.decode(h)))
                 where[c.id] = audio_of(c)
@@ -414,8 +515,20 @@ def evaluate_model(model: Transducer, tok: Tokenizer, corpus: Path, split: str,
                 feats_for_accounting += feats[: accounting_utterances - len(feats_for_accounting)]
     summary = summarize(results)
     summary.update(account(model, feats_for_accounting, artifact))
-    summary.update({"split": split, "decoding": method})
-    return {"summary": summary, "utterances": [{**r.to_dict(), **where[r.cut_id]} for r in results]}
+    summary.update({"split": split, "decoding": "twopass" if second else method})
+    if second:
+        f = summarize(first)
+        summary.update({"wer_first_pass": f["wer"], "wer_first_pass_ci": f["wer_ci"],
+                        "nbest": beam, "las_lambda": lam,
+                        "first_pass_rtf": round(times["first_pass_s"] / max(audio_s, 1e-9), 5),
+                        "rescore_rtf": round(times["rescore_s"] / max(audio_s, 1e-9), 5)})
+    rows = []
+    for r in results:
+        row = {**r.to_dict(), **where[r.cut_id]}
+        if r.cut_id in nbests:
+            row["nbest"] = nbests[r.cut_id]
+        rows.append(row)
+    return {"summary": summary, "utterances": rows}
 
 
 def audio_of(cut) -> dict:
@@ -440,7 +553,8 @@ def run_evaluate(stage: EvaluateStage, ctx: Context) -> dict:
     summaries = {}
     for i, split in enumerate(stage.splits):
         res = evaluate_model(model, tok, ctx.corpus, split, method, stage.beam,
-                             stage.max_utterances, artifact=Path(artifact))
+                             stage.max_utterances, artifact=Path(artifact),
+                             las_lambda=(meta.get("twopass") or {}).get("lambda"))
         write_json_atomic(out / f"results_{split}.json", res["summary"])
         with open(out / f"hyps_{split}.jsonl", "w") as f:
             for u in res["utterances"]:
@@ -482,7 +596,8 @@ def run_export(stage: ExportStage, ctx: Context) -> dict:
 
 STAGE_KINDS = {"train": run_train, "distill": run_distill, "evaluate": run_evaluate,
                "export": run_export, "prune_magnitude": run_prune_magnitude,
-               "prune_l0": run_prune_l0}
+               "prune_l0": run_prune_l0, "las_train": run_las_train,
+               "las_distill": run_las_distill, "finetune": run_finetune}
 
 
 def run_experiment(exp: Experiment, out: Path, progress: bool = True,

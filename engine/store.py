@@ -24,7 +24,7 @@ from typing import Any, Iterable
 import duckdb
 import numpy as np
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -101,6 +101,9 @@ MIGRATIONS: dict[int, list[str]] = {
             unit VARCHAR, size BIGINT, kept_fraction DOUBLE, kept VARCHAR, prob VARCHAR,
             ts DOUBLE, PRIMARY KEY (run_id, stage, step, block, module, unit))""",
     ],
+    # A two-pass model's evaluation keeps, per utterance, the first pass's n-best with its RNN-T
+    # and LAS scores and which hypothesis the rescorer chose (JSON).
+    4: ["ALTER TABLE hyps ADD COLUMN nbest VARCHAR"],
 }
 
 # column order of each event table, as the writer fills them
@@ -110,7 +113,7 @@ TABLES: dict[str, tuple[str, ...]] = {
               "utterances", "params", "nonzero_params", "bytes", "macs_per_second", "rtf",
               "summary", "ts"),
     "hyps": ("run_id", "stage", "split", "step", "cut_id", "reference", "hypothesis", "ref_words",
-             "substitutions", "deletions", "insertions", "audio", "start", "duration"),
+             "substitutions", "deletions", "insertions", "audio", "start", "duration", "nbest"),
     "artifacts": ("run_id", "stage", "kind", "path", "bytes"),
     "masks": ("run_id", "stage", "step", "block", "module", "unit", "size", "kept_fraction",
               "kept", "prob", "ts"),

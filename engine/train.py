@@ -37,7 +37,7 @@ from engine.models.build import to_dict
 from engine.models.transducer import Transducer
 
 
-EXTRA_TERMS = ("kd", "layer")  # loss terms a distiller adds to the model's
+EXTRA_TERMS = ("kd", "layer", "las", "las_kd")  # terms a distiller or a second pass adds
 
 
 def lr_factor(step: int, warmup: int) -> float:

@@ -48,3 +48,10 @@ with st.container(border=True):
     for h in data.hypotheses_of(home, keys, split, cut):
         st.markdown(f"**{labels.get(h['model'], h['model'])}** — {h['errors']} error(s): "
                     + text.diff_html(h["reference"], h["hypothesis"]), unsafe_allow_html=True)
+        if h.get("nbest"):
+            nb = h["nbest"]
+            first = nb["list"][0]["text"] if nb["list"] else ""
+            with st.expander(f"two-pass: the {len(nb['list'])}-best the LAS rescored "
+                             f"(chose #{nb['chosen'] + 1}; first pass alone: \"{first}\")"):
+                st.dataframe(data.nbest_table(nb), hide_index=True, width="stretch",
+                             key=f"nbest-{h['model']}")

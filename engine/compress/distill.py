@@ -207,7 +207,9 @@ class Distiller(nn.Module):
         return self.student.config()
 
     def forward(self, x: Tensor, x_lens: Tensor, tokens: Tensor, token_lens: Tensor,
-                warmup: float = 1.0) -> dict[str, Tensor]:
+                warmup: float = 1.0, keep_enc: bool = False) -> dict[str, Tensor]:
+        """``keep_enc``: also return the student's encoder output (``enc``, ``enc_lens``), for a
+        second-pass decoder trained on it (engine.compress.twopass)."""
         kd = self.kd
         out = self.student(x, x_lens, tokens, token_lens, warmup, keep=True)
         enc, enc_lens, blocks = out.pop("enc"), out.pop("enc_lens"), out.pop("blocks")
@@ -232,6 +234,8 @@ class Distiller(nn.Module):
                                      f"{t_i}, which run at different frame rates")
             out["layer"] = self.maps(blocks, t_blocks, t_lens_b, kd.layerwise_distance).sum()
             out["loss"] = out["loss"] + kd.layerwise_weight * out["layer"]
+        if keep_enc:
+            out["enc"], out["enc_lens"] = enc, enc_lens
         return out
 
     def _output_kd(self, logits: Tensor, node_u: Tensor | None, enc_lens: Tensor, t_enc: Tensor,

@@ -17,6 +17,7 @@ import torch
 
 from engine.data.features import GlobalCMVN
 from engine.models.conformer import BlockConfig, EncoderConfig
+from engine.models.las import LASConfig
 from engine.models.transducer import PredictorConfig, Transducer, TransducerConfig
 
 
@@ -100,8 +101,11 @@ def to_dict(cfg: TransducerConfig) -> dict:
 def from_dict(d: dict) -> TransducerConfig:
     enc = dict(d["encoder"])
     enc["blocks"] = tuple(BlockConfig(**b) for b in enc["blocks"])
+    las = d.get("las")
+    if las is not None:
+        las = LASConfig(**{**las, "layers": tuple(las["layers"])})
     return TransducerConfig(**{**d, "encoder": EncoderConfig(**enc),
-                               "predictor": PredictorConfig(**d["predictor"])})
+                               "predictor": PredictorConfig(**d["predictor"]), "las": las})
 
 
 def describe(model: Transducer) -> dict:
@@ -117,6 +121,8 @@ def describe(model: Transducer) -> dict:
         "predictor": asdict(cfg.predictor), "joiner_dim": cfg.joiner_dim,
         "blocks": [{**asdict(b), "params": sum(p.numel() for p in blk.parameters())}
                    for b, blk in zip(cfg.encoder.blocks, model.encoder.blocks)],
+        "las": None if model.las is None else {
+            **asdict(cfg.las), "params": sum(p.numel() for p in model.las.parameters())},
     }
 
 

@@ -21,6 +21,7 @@ import torchaudio
 from torch import Tensor, nn
 
 from engine.models.conformer import ConformerEncoder, EncoderConfig
+from engine.models.las import LASConfig, LASDecoder
 
 
 LOSSES = ("pruned", "full", "torchaudio")
@@ -48,6 +49,8 @@ class TransducerConfig:
     loss: str = "pruned"
     prune_range: int = 5
     simple_loss_scale: float = 0.5
+    # the second pass of a two-pass model: a LAS rescorer on the same encoder (engine/models/las.py)
+    las: LASConfig | None = None
 
 
 class StatelessPredictor(nn.Module):
@@ -120,9 +123,18 @@ class Transducer(nn.Module):
                           if cfg.loss == "pruned" else None)
         self.simple_lm = (nn.Linear(self.predictor.out_dim, cfg.vocab_size)
                           if cfg.loss == "pruned" else None)
+        self.las = (LASDecoder(cfg.las, cfg.encoder.d_model, cfg.vocab_size, cfg.blank)
+                    if cfg.las is not None else None)
 
     def config(self) -> TransducerConfig:
-        return replace(self.cfg, encoder=self.encoder.config())
+        return replace(self.cfg, encoder=self.encoder.config(),
+                       las=self.las.config() if self.las is not None else None)
+
+    def with_las(self, cfg: LASConfig) -> "Transducer":
+        """Give this model a (new) second-pass rescorer, in place."""
+        self.las = LASDecoder(cfg, self.cfg.encoder.d_model, self.cfg.vocab_size, self.cfg.blank)
+        self.cfg = replace(self.cfg, las=cfg)
+        return self
 
     def for_inference(self) -> "Transducer":
         """Drop the training-only heads (CTC, the pruned loss's simple joiner), in place: they

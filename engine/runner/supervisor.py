@@ -290,7 +290,9 @@ class Supervisor:
                                                "insertions")},
                      "audio": None if u.get("audio") is None else str(u["audio"]),
                      **{k: None if u.get(k) is None else float(u[k])
-                        for k in ("start", "duration")}} for u in ev["rows"]]
+                        for k in ("start", "duration")},
+                     "nbest": None if u.get("nbest") is None else json.dumps(u["nbest"])}
+                    for u in ev["rows"]]
             for r in rows:  # all checked before any is added
                 self.writer.add("hyps", r)
         elif t == "masks":
