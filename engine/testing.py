@@ -146,7 +146,8 @@ max_utterances = {utterances}
 
     def pruning_experiment(self, steps: int = 24, utterances: int = 8) -> Path:
         """A tiny model, then L0 structured pruning (layerwise KD, fine-tuned) and magnitude
-        pruning of it, each exported and evaluated: masks in the store for the Masks page."""
+        pruning of it, and a LAS rescorer for it (a two-pass model), each exported and
+        evaluated: masks for the Masks page, n-best lists for the Listen page."""
         self._n += 1
         path = self.tmp / f"prune{self._n}.toml"
         train = (f"max_duration = 20.0\nwarmup_steps = 5\nlog_every = 4\n"
@@ -162,7 +163,7 @@ name = "eval-{n}"
 model = "{n}"
 splits = ["test-clean"]
 max_utterances = {utterances}
-""" for n in ("base", "l0", "sparse"))
+""" for n in ("base", "l0", "sparse", "las"))
         path.write_text(f"""name = "p{self._n}"
 tags = ["prune-test"]
 seed = 0
@@ -204,6 +205,20 @@ sparsity = 0.6
 end_step = {steps // 2}
 every = 4
 mask_every = 4
+[[stages]]
+kind = "las_train"
+name = "las"
+model = "base"
+[stages.las]
+embed_dim = 32
+layers = [48]
+attn_dim = 32
+out_dim = 48
+[stages.train]
+max_steps = 8
+{train}
+[stages.twopass]
+tune_utterances = 6
 {stages}""")
         return path
 

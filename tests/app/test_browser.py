@@ -66,7 +66,7 @@ def test_every_page_opens_without_an_exception(page, explorer, tmp_path, name):
 def test_clicking_a_pareto_point_opens_its_details(page, explorer, tmp_path):
     shots.open_page(page, explorer, "pareto", "split=test-clean")
     points = page.locator(".js-plotly-plot .scatterlayer .trace .points path")
-    assert points.count() == 5  # the sweep's two models, the pruning run's base, l0 and sparse
+    assert points.count() == 6  # the sweep's two models; the pruning run's base, l0, sparse, las
     box = points.first.bounding_box()  # plotly takes clicks on its drag layer, at the point
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.wait_for_timeout(300)  # hover first, as a user's pointer does

@@ -245,6 +245,20 @@ def test_masks_shows_what_a_real_pruning_run_kept(filled_lab):
     assert (w["size"] * (1 - w["kept_fraction"])).sum() / w["size"].sum() == pytest.approx(0.6, abs=0.01)
 
 
+def test_listen_shows_a_two_pass_models_n_best(filled_lab):
+    run = filled_lab.prune_run
+    ev = data.evaluated(filled_lab.home)
+    key = ev[(ev.run_id == run) & (ev.model_stage == "las") & (ev.split == "test-clean")
+             ]["model"].iloc[0]
+    utt = data.hyps(filled_lab.home, key, "test-clean")["cut_id"].iloc[0]
+    at = ok(page("listen", split="test-clean", models=key, utt=utt))
+    assert any("two-pass" in e.label for e in at.expander)
+    table = next(d.value for d in at.dataframe if "LAS log P" in d.value.columns)
+    assert table["chosen"].sum() == 1 and len(table) >= 1
+    hyp = data.hypotheses_of(filled_lab.home, [key], "test-clean", utt)[0]
+    assert table[table["chosen"]]["hypothesis"].iloc[0] == hyp["hypothesis"]
+
+
 def test_pruned_models_are_points_on_the_pareto_page(filled_lab):
     models = data.models(filled_lab.home, "test-clean", runs=[filled_lab.prune_run])
     by = {m: r for m, r in zip(models["model_stage"], models.to_dict("records"))}
