@@ -33,6 +33,15 @@ def las_kd(student_logits: Tensor, teacher_logits: Tensor, tokens: Tensor, token
     return (kl * valid).sum() * temperature ** 2
 
 
+def teacher_las_kd(teacher, x: Tensor, x_lens: Tensor, tokens: Tensor, token_lens: Tensor,
+                   student_logits: Tensor, temperature: float) -> Tensor:
+    """``las_kd`` against a frozen two-pass teacher run on the same batch."""
+    with torch.no_grad():
+        t_enc, t_lens = teacher.encode(x, x_lens)
+        t_logits = teacher.las(t_enc, t_lens, tokens)
+    return las_kd(student_logits, t_logits, tokens, token_lens, temperature)
+
+
 def _frozen(model: nn.Module) -> nn.Module:
     model.eval()
     for p in model.parameters():
@@ -80,10 +89,8 @@ class LASTrainer(nn.Module):
         ce, logits = self.student.las.loss(enc, enc_lens, tokens, token_lens)
         out = {"loss": self.ce_weight * ce, "rnnt": ce.new_zeros(()), "las": ce.detach()}
         if self.teacher is not None:
-            with torch.no_grad():
-                t_enc, t_lens = self.teacher.encode(x, x_lens)
-                t_logits = self.teacher.las(t_enc, t_lens, tokens)
-            kd = las_kd(logits, t_logits, tokens, token_lens, self.temperature)
+            kd = teacher_las_kd(self.teacher, x, x_lens, tokens, token_lens, logits,
+                                self.temperature)
             out["las_kd"] = kd.detach()
             out["loss"] = out["loss"] + self.kd_weight * kd
         return out
@@ -121,10 +128,8 @@ class DeepFinetune(nn.Module):
         out["las"] = ce.detach()
         out["loss"] = out["loss"] + self.las_weight * ce
         if self.las_kd_weight > 0:
-            with torch.no_grad():
-                t_enc, t_lens = self._teacher.encode(x, x_lens)
-                t_logits = self._teacher.las(t_enc, t_lens, tokens)
-            kd = las_kd(logits, t_logits, tokens, token_lens, self.temperature)
+            kd = teacher_las_kd(self._teacher, x, x_lens, tokens, token_lens, logits,
+                                self.temperature)
             out["las_kd"] = kd.detach()
             out["loss"] = out["loss"] + self.las_kd_weight * kd
         return out
