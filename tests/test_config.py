@@ -17,8 +17,9 @@ def test_every_shipped_experiment_parses():
 
 @pytest.mark.parametrize("text,message", [
     ("name = 'x'\n[[stages]\n", "invalid TOML"),
-    ("[[stages]]\nkind = 'prune_l0'\nname = 'a'\n",
-     "stages[0].kind: unknown stage kind 'prune_l0'; allowed: distill, evaluate, export, train"),
+    ("[[stages]]\nkind = 'quantize'\nname = 'a'\n",
+     "stages[0].kind: unknown stage kind 'quantize'; allowed: distill, evaluate, export, "
+     "finetune, las_distill, las_train, prune_l0, prune_magnitude, train"),
     ("[[stages]]\nkind = 'train'\nname = 'a'\n[stages.train]\nlearning_rate = 1\n",
      "stages[0].train.learning_rate: unknown key"),
     ("[[stages]]\nkind = 'train'\nname = 'a'\n[stages.model]\npreset = 'huge'\n",

@@ -66,6 +66,7 @@ def test_every_page_opens_without_an_exception(page, explorer, tmp_path, name):
 def test_clicking_a_pareto_point_opens_its_details(page, explorer, tmp_path):
     shots.open_page(page, explorer, "pareto", "split=test-clean")
     points = page.locator(".js-plotly-plot .scatterlayer .trace .points path")
+    points.first.wait_for(timeout=60_000)  # plotly draws after Streamlit settles
     assert points.count() == 6  # the sweep's two models; the pruning run's base, l0, sparse, las
     box = points.first.bounding_box()  # plotly takes clicks on its drag layer, at the point
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
@@ -89,6 +90,7 @@ def test_the_masks_page_draws_a_real_pruning_run(page, explorer, filled_lab, tmp
     body = page.locator("section.main, [data-testid='stMain']").first.inner_text()
     assert "block that lost most" in body and "Which heads died first" in body
     # per-block bars, the unit heatmaps, the history and the head deaths all drew
+    page.locator(".js-plotly-plot .heatmaplayer").first.wait_for(timeout=60_000)
     assert page.locator(".js-plotly-plot").count() >= 4
     assert page.locator(".js-plotly-plot .heatmaplayer").count() >= 2
     snap(page, tmp_path, "masks-l0")
