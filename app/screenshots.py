@@ -53,6 +53,10 @@ def open_page(page, base_url: str, name: str, query: str = "") -> None:
     page.goto(f"{base_url.rstrip('/')}/{path}{'?' + query if query else ''}")
     page.wait_for_selector(f"h1:has-text('{PAGES[name]}')", timeout=60_000)
     settle(page)
+    # plotly draws after Streamlit is quiet: wait until every chart element holds a plot
+    charts = page.locator('[data-testid="stPlotlyChart"]')
+    for i in range(charts.count()):
+        charts.nth(i).locator(".js-plotly-plot .main-svg").first.wait_for(timeout=60_000)
 
 
 def exceptions(page) -> list[str]:
