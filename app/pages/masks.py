@@ -52,7 +52,7 @@ if len(heads):
     if len(dead):
         first = dead.sort_values(["died_at", "block", "head"]).iloc[0]
         c[3].metric("first head to die",
-                    f"block {int(first.block)}, head {int(first.head)} @ {int(first.died_at)}",
+                    f"block {int(first['block'])}, head {int(first['head'])} @ {int(first['died_at'])}",
                     help="block, head and the step from which it stayed pruned")
 st.caption(f"Step {step} of {steps[-1]}; {len(steps)} logged mask snapshots. "
            + ("Structured (hard-concrete) gates: pruned units are physically removed at the end."

@@ -293,3 +293,30 @@ def test_pages_read_while_the_supervisor_writes(filled_lab):
     finally:
         filled_lab.cli("cancel", run_id)
         filled_lab.wait(run_id)
+
+
+def test_masks_names_the_first_head_to_die(tmp_path, monkeypatch):
+    """A store (written by the real single writer) where heads die at different steps: the
+    page names the first one and draws without error."""
+    from engine.store import Writer
+
+    home = tmp_path / "lab"
+    w = Writer(home / "lab.duckdb")
+    w.add("runs", {"run_id": "r1", "name": "heads", "config": "{}", "created": 1.0})
+    w.add("stages", {"run_id": "r1", "name": "l0", "kind": "prune_l0", "position": 0})
+    for step, kept in ((10, [[1, 1], [1, 1]]), (20, [[1, 1], [1, 0]]), (30, [[0, 1], [1, 0]])):
+        for b in (0, 1):
+            w.add("masks", {"run_id": "r1", "stage": "l0", "step": step, "block": b,
+                            "module": "attn", "unit": "heads", "size": 2,
+                            "kept_fraction": sum(kept[b]) / 2, "kept": json.dumps(kept[b]),
+                            "prob": json.dumps([0.9 if k else 0.1 for k in kept[b]]), "ts": 0.0})
+            w.add("masks", {"run_id": "r1", "stage": "l0", "step": step, "block": b,
+                            "module": "block", "unit": "params", "size": 100,
+                            "kept_fraction": sum(kept[b]) / 2, "ts": 0.0})
+    w.flush()
+    monkeypatch.setenv("ASRLAB_HOME", str(home))
+    at = ok(page("masks", run="r1", stage="l0"))
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["first head to die"] == "block 1, head 1 @ 20"
+    assert metrics["attention heads kept"] == "2 of 4"
+    assert metrics["block that lost most"] in ("block 0", "block 1")
