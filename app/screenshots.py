@@ -53,10 +53,25 @@ def open_page(page, base_url: str, name: str, query: str = "") -> None:
     page.goto(f"{base_url.rstrip('/')}/{path}{'?' + query if query else ''}")
     page.wait_for_selector(f"h1:has-text('{PAGES[name]}')", timeout=60_000)
     settle(page)
-    # plotly draws after Streamlit is quiet: wait until every chart element holds a plot
-    charts = page.locator('[data-testid="stPlotlyChart"]')
-    for i in range(charts.count()):
-        charts.nth(i).locator(".js-plotly-plot .main-svg").first.wait_for(timeout=60_000)
+    wait_for_charts(page)
+
+
+def wait_for_charts(page, timeout_s: float = 30.0) -> None:
+    """Plotly is loaded lazily, seconds after Streamlit is quiet: wait until every graphic
+    placeholder that holds no audio or image has drawn a plot (or ``timeout_s`` passes)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        graphics = page.locator(".stPrintGraphic").count()
+        media = page.locator(".stPrintGraphic:has(audio), .stPrintGraphic:has(img)").count()
+        if page.locator(".js-plotly-plot .main-svg").count() and \
+                page.locator(".js-plotly-plot").count() >= graphics - media:
+            page.wait_for_timeout(500)
+            return
+        if graphics == media:  # nothing to draw
+            page.wait_for_timeout(300)
+            if page.locator(".stPrintGraphic").count() == media:
+                return
+        page.wait_for_timeout(200)
 
 
 def exceptions(page) -> list[str]:

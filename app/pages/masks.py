@@ -52,8 +52,8 @@ if len(heads):
     if len(dead):
         first = dead.sort_values(["died_at", "block", "head"]).iloc[0]
         c[3].metric("first head to die",
-                    f"block {int(first['block'])}, head {int(first['head'])} @ {int(first['died_at'])}",
-                    help="block, head and the step from which it stayed pruned")
+                    f"b{int(first['block'])} h{int(first['head'])} @ {int(first['died_at'])}",
+                    help="block b, head h, and the step from which it stayed pruned")
 st.caption(f"Step {step} of {steps[-1]}; {len(steps)} logged mask snapshots. "
            + ("Structured (hard-concrete) gates: pruned units are physically removed at the end."
               if structured else "Unstructured (magnitude) masks: weights are zeroed, stored "

@@ -317,6 +317,6 @@ def test_masks_names_the_first_head_to_die(tmp_path, monkeypatch):
     monkeypatch.setenv("ASRLAB_HOME", str(home))
     at = ok(page("masks", run="r1", stage="l0"))
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["first head to die"] == "block 1, head 1 @ 20"
+    assert metrics["first head to die"] == "b1 h1 @ 20"
     assert metrics["attention heads kept"] == "2 of 4"
     assert metrics["block that lost most"] in ("block 0", "block 1")
