@@ -52,6 +52,24 @@ class ModelConfig(_Strict):
     prune_range: int = Field(5, ge=2, description="band of u per frame for the pruned loss")
     simple_loss_scale: float = Field(0.5, ge=0.0, le=1.0,
                                      description="weight of the simple joiner's loss after warm-up")
+    share: Literal["none", "repeat", "cycle"] = Field(
+        "none", description="cross-layer weight sharing: the encoder's layers (blocks) run "
+                            "physical_blocks blocks, each repeated in a row or the stack cycled")
+    physical_blocks: int | None = Field(None, ge=1, description="blocks the shared layers run")
+
+    @model_validator(mode="after")
+    def _sharing(self):
+        if self.share != "none" and self.physical_blocks is None:
+            raise ValueError(f"share = {self.share!r} needs physical_blocks (how many blocks "
+                             f"the layers run)")
+        if self.share == "none" and self.physical_blocks is not None:
+            raise ValueError("physical_blocks is set but share is 'none'; set share = "
+                             "'repeat' or 'cycle'")
+        if self.blocks is not None and self.physical_blocks is not None \
+                and self.physical_blocks > self.blocks:
+            raise ValueError(f"physical_blocks = {self.physical_blocks} exceeds the "
+                             f"{self.blocks} layers (blocks)")
+        return self
 
 
 class TrainConfig(_Strict):

@@ -351,6 +351,13 @@ def new_model(stage, ctx: Context) -> Transducer:
     if m.blocks is not None:
         enc = cfg.encoder
         cfg = replace(cfg, encoder=replace(enc, blocks=(enc.blocks[0],) * m.blocks))
+    if m.share != "none":
+        from engine.compress.share import shared_encoder
+
+        try:
+            cfg = replace(cfg, encoder=shared_encoder(cfg.encoder, m.share, m.physical_blocks))
+        except ValueError as e:
+            raise ValueError(f"{stage.name}: [stages.model] {e}") from None
     torch.manual_seed(ctx.exp.seed)  # the initial weights depend on the seed alone
     model = build(cfg, stats)
     if stage.init_from:

@@ -173,7 +173,7 @@ def block_lengths(model, x_lens: Tensor, enc_lens: Tensor) -> list[Tensor]:
     four = Conv2dSubsampling.out_lengths(x_lens).clamp(min=1)
     r = model.cfg.encoder.reduce_after
     return [enc_lens if r is not None and i > r else four
-            for i in range(len(model.encoder.blocks))]
+            for i in range(model.cfg.encoder.n_layers)]
 
 
 class Distiller(nn.Module):
@@ -195,7 +195,7 @@ class Distiller(nn.Module):
         self.maps = None
         if kd.layerwise_weight > 0:
             s_cfg, t_cfg = student.encoder.config(), teacher.encoder.config()
-            s_dims, t_dims = [s_cfg.d_model] * len(s_cfg.blocks), [t_cfg.d_model] * len(t_cfg.blocks)
+            s_dims, t_dims = [s_cfg.d_model] * s_cfg.n_layers, [t_cfg.d_model] * t_cfg.n_layers
             self.maps = LayerMaps(layer_pairs(len(s_dims), len(t_dims), kd.layer_map),
                                   s_dims, t_dims)
 

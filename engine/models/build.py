@@ -121,6 +121,8 @@ def describe(model: Transducer) -> dict:
         "predictor": asdict(cfg.predictor), "joiner_dim": cfg.joiner_dim,
         "blocks": [{**asdict(b), "params": sum(p.numel() for p in blk.parameters())}
                    for b, blk in zip(cfg.encoder.blocks, model.encoder.blocks)],
+        "layers": cfg.encoder.n_layers,
+        "share": None if cfg.encoder.share is None else list(cfg.encoder.share),
         "las": None if model.las is None else {
             **asdict(cfg.las), "params": sum(p.numel() for p in model.las.parameters())},
     }

@@ -48,20 +48,39 @@ class EncoderConfig:
     chunk_size: int = 0  # attention chunk in frames at the 4x rate; 0 = full context
     left_chunks: int = -1  # chunks of left context; -1 = all
     dropout: float = 0.1
+    # cross-layer sharing (engine/compress/share.py): virtual layer i runs physical block
+    # share[i]; None = one block per layer. Each virtual layer keeps its own output LayerNorm.
+    share: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         assert self.chunk_size >= 0, self.chunk_size
+        if self.share is not None:
+            object.__setattr__(self, "share", tuple(int(i) for i in self.share))
+            bad = [i for i in self.share if not 0 <= i < len(self.blocks)]
+            assert not bad, f"share names blocks {bad}; there are {len(self.blocks)} physical blocks"
+            assert set(self.share) == set(range(len(self.blocks))), \
+                f"every physical block must run in some layer: share={self.share}"
         if self.chunk_size and self.reduce_after is not None:
             assert self.chunk_size % 2 == 0, f"chunk_size must be even with reduction: {self.chunk_size}"
         for i, b in enumerate(self.blocks):
             assert b.heads == 0 or b.head_dim % 2 == 0, f"block {i}: RoPE needs an even head_dim"
             assert b.conv_channels == 0 or b.kernel % 2 == 1, f"block {i}: odd kernel, got {b.kernel}"
         if self.reduce_after is not None:
-            assert 0 <= self.reduce_after < len(self.blocks) - 1, self.reduce_after
+            assert 0 <= self.reduce_after < self.n_layers - 1, self.reduce_after
 
     @property
     def streaming(self) -> bool:
         return self.chunk_size > 0
+
+    @property
+    def layer_map(self) -> tuple[int, ...]:
+        """The physical block each (virtual) layer runs, in order."""
+        return self.share if self.share is not None else tuple(range(len(self.blocks)))
+
+    @property
+    def n_layers(self) -> int:
+        """Layers the input passes through (more than the blocks when blocks are shared)."""
+        return len(self.layer_map)
 
     def with_blocks(self, blocks: list[BlockConfig]) -> "EncoderConfig":
         return replace(self, blocks=tuple(blocks))
@@ -288,10 +307,12 @@ class TimeReduction(nn.Module):
         self.proj = nn.Linear(2 * d_model, d_model)
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        if x.shape[1] % 2:
-            x = F.pad(x, (0, 0, 0, 1))
+        # pad one frame always and keep ceil(T/2) pairs: no branch on the length, so an ONNX
+        # trace stays right for odd and even lengths alike
         b, t, d = x.shape
-        return self.proj(x.reshape(b, t // 2, 2 * d)), (lengths + 1) // 2
+        half = (t + 1) // 2
+        x = F.pad(x, (0, 0, 0, 1))[:, : 2 * half]
+        return self.proj(x.reshape(b, half, 2 * d)), (lengths + 1) // 2
 
 
 @dataclass
@@ -313,6 +334,12 @@ class ConformerEncoder(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(ConformerBlock(cfg.d_model, b, cfg.causal, cfg.dropout)
                                     for b in cfg.blocks)
+        # shared blocks: the output LayerNorm is the small unshared part, one per layer
+        self.layer_norms = None
+        if cfg.share is not None:
+            for blk in self.blocks:
+                blk.norm = nn.Identity()
+            self.layer_norms = nn.ModuleList(nn.LayerNorm(cfg.d_model) for _ in cfg.share)
         self.reduction = TimeReduction(cfg.d_model) if cfg.reduce_after is not None else None
 
     def config(self) -> EncoderConfig:
@@ -339,8 +366,10 @@ class ConformerEncoder(nn.Module):
         mask, valid = self._mask(lengths, h.shape[1], False), lengths_to_mask(lengths, h.shape[1])
         positions = torch.arange(h.shape[1], device=h.device)
         outs = []
-        for i, block in enumerate(self.blocks):
-            h, _ = block(h, valid, mask, positions)
+        for i, p in enumerate(self.cfg.layer_map):
+            h, _ = self.blocks[p](h, valid, mask, positions)
+            if self.layer_norms is not None:
+                h = self.layer_norms[i](h)
             outs.append(h)
             if self.reduction is not None and i == self.cfg.reduce_after:
                 h, lengths = self.reduction(h, lengths)
@@ -362,7 +391,7 @@ class ConformerEncoder(nn.Module):
         """
         cfg = self.cfg
         assert cfg.chunk_size > 0 and cfg.causal, "forward_chunk needs a causal, chunked encoder"
-        state = state or StreamingState(blocks=[{} for _ in self.blocks])
+        state = state or StreamingState(blocks=[{} for _ in range(cfg.n_layers)])
         feats = x if state.feats is None else torch.cat([state.feats, x], 1)
         # 4x frames computable from the buffered input: j needs inputs up to 4j+6
         avail = (feats.shape[1] - 3) // 4 if feats.shape[1] >= 7 else 0
@@ -376,8 +405,10 @@ class ConformerEncoder(nn.Module):
         b = h.shape[0]
         lengths = torch.full((b,), h.shape[1], dtype=torch.long, device=h.device)
         offset, chunk, reduced = state.offset4, cfg.chunk_size, False
-        for i, block in enumerate(self.blocks):
-            h = self._block_chunk(block, h, offset, chunk, state.blocks[i])
+        for i, p in enumerate(cfg.layer_map):  # caches are per layer, weights per block
+            h = self._block_chunk(self.blocks[p], h, offset, chunk, state.blocks[i])
+            if self.layer_norms is not None:
+                h = self.layer_norms[i](h)
             if self.reduction is not None and i == cfg.reduce_after:
                 h, lengths = self.reduction(h, lengths)
                 offset, chunk, reduced = state.offset_r, chunk // 2, True

@@ -41,9 +41,11 @@ def stage_deps(exp: Experiment) -> dict[str, list[str]]:
 
 def stage_hashes(exp: Experiment) -> dict[str, str]:
     deps, out = stage_deps(exp), {}
-    common = {"data": exp.data.model_dump(mode="json"), "seed": exp.seed}
+    common = {"data": exp.data.model_dump(mode="json", exclude_defaults=True), "seed": exp.seed}
     for st in exp.stages:
-        key = {"stage": st.model_dump(mode="json"), **common,
+        # defaults left out: a setting added later with a default that keeps the old behaviour
+        # does not change the identity of stages computed before it existed
+        key = {"stage": st.model_dump(mode="json", exclude_defaults=True), **common,
                "inputs": [out[d] for d in deps[st.name]]}
         out[st.name] = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return out
