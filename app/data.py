@@ -112,7 +112,8 @@ def splits(home: Path) -> list[str]:
     return [r["split"] for r in rows]
 
 
-MODEL_COLUMNS = ["model", "run_id", "run_name", "stage", "model_stage", "method", "step", "split",
+MODEL_COLUMNS = ["model", "run_id", "run_name", "stage", "model_stage", "method", "runtime", "step",
+                 "split",
                  "wer", "wer_lo", "wer_hi", "utterances", "params", "nonzero_params", "bytes",
                  "macs_per_second", "rtf", "decoding", "tags"]
 
@@ -132,30 +133,34 @@ def models(home: Path, split: str, choice: str = "final", step: int | None = Non
     if runs:
         run_filter = f"AND run_id IN ({', '.join('?' * len(runs))})"
         params += list(runs)
+    # each runtime of a model's weights (PyTorch, sherpa-onnx fp32 / int8, ...) is its own point
     if choice == "final":
-        pick = "SELECT run_id, ms, max(step) AS step FROM e WHERE split = ? GROUP BY ALL"
+        pick = "SELECT run_id, ms, rt, max(step) AS step FROM e WHERE split = ? GROUP BY ALL"
         pick_params = [split]
     elif choice == "step":
-        pick = ("SELECT run_id, ms, max(step) AS step FROM e WHERE split = ? AND step <= ? "
+        pick = ("SELECT run_id, ms, rt, max(step) AS step FROM e WHERE split = ? AND step <= ? "
                 "GROUP BY ALL")
         pick_params = [split, int(step)]
     else:
-        pick = """SELECT d.run_id, d.ms, arg_min(d.step, d.wer) AS step FROM e d
-                  JOIN e t ON t.run_id = d.run_id AND t.ms = d.ms AND t.step = d.step
+        pick = """SELECT d.run_id, d.ms, d.rt, arg_min(d.step, d.wer) AS step FROM e d
+                  JOIN e t ON t.run_id = d.run_id AND t.ms = d.ms AND t.rt = d.rt
+                       AND t.step = d.step
                   WHERE d.split = ? AND t.split = ? GROUP BY ALL"""
         pick_params = [dev_split, split]
     rows = read(db_path(home), f"""
         WITH e AS (
-            SELECT *, coalesce(model_stage, stage) AS ms FROM evals
-            WHERE split IN (?, ?) {run_filter}
-            QUALIFY row_number() OVER (PARTITION BY run_id, ms, split, step
+            SELECT *, coalesce(model_stage, stage) AS ms, coalesce(runtime, 'torch') AS rt
+            FROM evals WHERE split IN (?, ?) {run_filter}
+            QUALIFY row_number() OVER (PARTITION BY run_id, ms, rt, split, step
                                        ORDER BY utterances DESC, ts DESC) = 1),
         chosen AS ({pick})
         SELECT e.run_id, r.name AS run_name, e.stage, e.ms AS model_stage,
-               coalesce(s.kind, 'evaluate') AS method, e.step, e.split, e.wer, e.wer_lo,
+               CASE WHEN e.rt = 'torch' THEN coalesce(s.kind, 'evaluate')
+                    ELSE coalesce(s.kind, 'evaluate') || ' · ' || e.rt END AS method,
+               e.rt AS runtime, e.step, e.split, e.wer, e.wer_lo,
                e.wer_hi, e.utterances, e.params, e.nonzero_params, e.bytes, e.macs_per_second,
                e.rtf, e.decoding, r.config
-        FROM e JOIN chosen c USING (run_id, ms, step)
+        FROM e JOIN chosen c USING (run_id, ms, rt, step)
         JOIN runs r USING (run_id)
         LEFT JOIN stages s ON s.run_id = e.run_id AND s.name = e.ms
         WHERE e.split = ?

@@ -202,6 +202,53 @@ def train(
     typer.echo(f"done: {Path(target).resolve()} ({', '.join(outputs)})")
 
 
+@app.command("export")
+def export(
+    model: Path = typer.Argument(..., help="A model file (model.pt) or checkpoint."),
+    out: Path = typer.Option(..., "--out", help="Folder to write."),
+    fmt: str = typer.Option("torch", "--format", help="torch (one model.pt) or sherpa-onnx "
+                                                      "(encoder/decoder/joiner.onnx + tokens.txt)."),
+    int8: bool = typer.Option(False, "--int8", help="sherpa-onnx: also *.int8.onnx (onnxruntime "
+                                                    "dynamic quantization, MatMul weights)."),
+    keep_fp32: Optional[str] = typer.Option(None, "--keep-fp32", help="Comma-separated module "
+                                            "types left fp32 in the int8 files."),
+    sensitivity: Optional[str] = typer.Option(
+        None, "--sensitivity", help="Corpus to run the per-module int8 sensitivity sweep on "
+                                    "(its dev split); types that cost more than --tolerance stay fp32."),
+    tolerance: float = typer.Option(0.5, help="WER points an int8 module type may cost."),
+    sweep_utterances: int = typer.Option(100, help="Utterances of the sensitivity sweep."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Write a deployable artifact; its file sizes are the sizes the lab reports."""
+    from engine.export import export_for_sherpa, export_torch
+
+    try:
+        if fmt == "torch":
+            if int8 or keep_fp32 or sensitivity:
+                _fail("--int8, --keep-fp32 and --sensitivity apply to --format sherpa-onnx")
+            info = export_torch(model, out)
+        elif fmt == "sherpa-onnx":
+            from engine.stages import resolve_corpus
+
+            keep = [k.strip() for k in keep_fp32.split(",") if k.strip()] if keep_fp32 else []
+            if sensitivity and not int8:
+                _fail("--sensitivity decides what --int8 keeps fp32; add --int8")
+            info = export_for_sherpa(
+                model, out, int8, keep, resolve_corpus(sensitivity) if sensitivity else None,
+                tolerance, sweep_utterances, log=(lambda s: None) if as_json else typer.echo)
+        else:
+            _fail(f"--format {fmt!r}: expected torch or sherpa-onnx")
+    except _user_errors_all() as e:
+        _fail(str(e))
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    typer.echo(f"wrote {info['artifact']} ({info.get('format')}, {info['bytes']:,} bytes"
+               + (f"; int8 {info['int8_bytes']:,} bytes, fp32 kept: "
+                  f"{', '.join(info['fp32_modules']) or 'none'}" if info.get("int8_bytes") else "")
+               + ")")
+
+
 @app.command("evaluate")
 def evaluate(
     model: Path = typer.Argument(..., help="A model file (model.pt), export folder or checkpoint."),
@@ -210,6 +257,10 @@ def evaluate(
     decoding: str = typer.Option("greedy", help="greedy, beam or streaming."),
     beam: int = typer.Option(4, help="Beam size for --decoding beam."),
     max_utterances: Optional[int] = typer.Option(None, help="Score only the first N."),
+    runtime: str = typer.Option(
+        "torch", help="torch, torch-int8 (PyTorch dynamic int8), or for a sherpa-onnx export "
+                      "folder sherpa-onnx or onnxruntime."),
+    int8: bool = typer.Option(False, "--int8", help="sherpa-onnx/onnxruntime: the *.int8.onnx files."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """WER with a bootstrap 95% interval, and the model's params, bytes, MACs and RTF."""
@@ -217,16 +268,38 @@ def evaluate(
     from engine.stages import evaluate_model, model_tokenizer, resolve_corpus
 
     try:
-        m, meta = load_model(model)
-        tok = model_tokenizer(meta)
-        if tok is None:
-            _fail(f"{model}: has no embedded tokenizer (train it with `asrlab train`)")
-        corpus = resolve_corpus(data)
-        artifact = Path(model) / "model.pt" if Path(model).is_dir() else Path(model)
-        res = evaluate_model(m, tok, corpus, split, decoding, beam, max_utterances,
-                             artifact=artifact,
-                             las_lambda=(meta.get("twopass") or {}).get("lambda"))
+        if runtime in ("sherpa-onnx", "onnxruntime"):
+            from engine.runtimes import evaluate_exported
+
+            if decoding != "greedy":
+                _fail(f"--runtime {runtime} decodes greedily; --decoding {decoding} is for torch")
+            if not Path(model).is_dir():
+                _fail(f"{model}: --runtime {runtime} takes an exported folder; write one with "
+                      f"`asrlab export {model} --format sherpa-onnx --out DIR`")
+            res = evaluate_exported(Path(model), resolve_corpus(data), split, runtime, int8,
+                                    max_utterances)
+        elif runtime in ("torch", "torch-int8"):
+            if (Path(model) / "asrlab.json").exists() and not (Path(model) / "model.pt").exists():
+                _fail(f"{model}: a sherpa-onnx export; evaluate it with --runtime sherpa-onnx")
+            if int8:
+                _fail("--int8 picks the int8 ONNX files; for PyTorch use --runtime torch-int8")
+            m, meta = load_model(model)
+            tok = model_tokenizer(meta)
+            if tok is None:
+                _fail(f"{model}: has no embedded tokenizer (train it with `asrlab train`)")
+            corpus = resolve_corpus(data)
+            artifact = Path(model) / "model.pt" if Path(model).is_dir() else Path(model)
+            if runtime == "torch-int8":
+                m, artifact = _torch_int8(m, meta)
+            res = evaluate_model(m, tok, corpus, split, decoding, beam, max_utterances,
+                                 artifact=artifact,
+                                 las_lambda=(meta.get("twopass") or {}).get("lambda"))
+            res["summary"]["runtime"] = runtime
+        else:
+            _fail(f"--runtime {runtime!r}: expected torch, torch-int8, sherpa-onnx or onnxruntime")
     except _user_errors_all() as e:
+        _fail(str(e))
+    except RuntimeError as e:
         _fail(str(e))
     s = res["summary"]
     if as_json:
@@ -235,7 +308,21 @@ def evaluate(
     typer.echo(f"{split}: WER {s['wer']:.2f}% (95% CI {s['wer_ci'][0]:.2f}-{s['wer_ci'][1]:.2f}) "
                f"on {s['utterances']} utterances | {s['params']:,} params | {s['bytes']:,} bytes | "
                f"{s['macs_per_second'] / 1e6:.1f} M MACs per audio second | RTF {s['rtf']:.4f} "
-               f"(1 thread)")
+               f"(1 thread, {s.get('runtime', runtime)})")
+
+
+def _torch_int8(model, meta):
+    """PyTorch's dynamic int8 of ``model`` and a file holding it (its bytes are the size)."""
+    import tempfile
+
+    import torch
+
+    from engine.compress.quantize import torch_int8
+
+    q = torch_int8(model)
+    path = Path(tempfile.mkdtemp(prefix="asrlab-int8-")) / "model.int8.pt"
+    torch.save(q.state_dict(), path)
+    return q, path
 
 
 @app.command("compare")

@@ -258,12 +258,59 @@ class EvaluateStage(_Strict):
     beam: int = Field(4, ge=1)
     streaming: bool = Field(False, description="decode chunk by chunk (streaming models only)")
     max_utterances: int | None = Field(None, ge=1)
+    runtime: Literal["torch", "torch-int8", "sherpa-onnx", "onnxruntime"] = Field(
+        "torch", description="torch: the lab's PyTorch decoder; torch-int8: PyTorch dynamic "
+                             "int8; sherpa-onnx / onnxruntime: the sherpa-onnx export of the "
+                             "model (an export stage with format = 'sherpa-onnx')")
+    int8: bool = Field(False, description="sherpa-onnx / onnxruntime: score the *.int8.onnx files")
+    export: str | None = Field(None, description="the sherpa-onnx export stage to score "
+                                                 "(default: the last one of this model)")
+
+    @model_validator(mode="after")
+    def _runtime(self):
+        onnx = self.runtime in ("sherpa-onnx", "onnxruntime")
+        if onnx and (self.decoding != "greedy" or self.streaming):
+            raise ValueError(f"runtime = {self.runtime!r} decodes greedily and offline; "
+                             f"decoding = {self.decoding!r}, streaming = {self.streaming} are "
+                             f"for runtime = 'torch'")
+        if self.int8 and not onnx:
+            raise ValueError("int8 = true picks the int8 ONNX files of runtime 'sherpa-onnx' or "
+                             "'onnxruntime'; for PyTorch's int8 use runtime = 'torch-int8'")
+        if self.export and not onnx:
+            raise ValueError("export names the ONNX folder of runtime 'sherpa-onnx' or "
+                             "'onnxruntime'")
+        return self
 
 
 class ExportStage(_Strict):
     kind: Literal["export"]
     name: str
     model: str
+    format: Literal["torch", "sherpa-onnx"] = Field(
+        "torch", description="torch: one model.pt; sherpa-onnx: encoder/decoder/joiner.onnx + "
+                             "tokens.txt (stateless predictors only)")
+    int8: bool = Field(False, description="sherpa-onnx: also *.int8.onnx (onnxruntime dynamic "
+                                          "quantization of MatMul weights)")
+    keep_fp32: list[str] = Field(default_factory=list,
+                                 description="module types the int8 files keep fp32")
+    sensitivity: bool = Field(False, description="run the per-module int8 sensitivity sweep on "
+                                                 "the dev split; what costs > tolerance stays fp32")
+    tolerance: float = Field(0.5, ge=0.0, description="WER points an int8 module type may cost")
+    sensitivity_utterances: int = Field(100, ge=1)
+
+    @model_validator(mode="after")
+    def _format(self):
+        from engine.compress.quantize import MODULE_TYPES
+
+        if self.format == "torch" and (self.int8 or self.sensitivity or self.keep_fp32):
+            raise ValueError("int8, sensitivity and keep_fp32 apply to format = 'sherpa-onnx'")
+        if self.sensitivity and not self.int8:
+            raise ValueError("sensitivity = true decides what int8 keeps fp32; set int8 = true")
+        bad = sorted(set(self.keep_fp32) - set(MODULE_TYPES))
+        if bad:
+            raise ValueError(f"keep_fp32: unknown module types {bad}; allowed: "
+                             f"{', '.join(MODULE_TYPES)}")
+        return self
 
 
 Stage = Annotated[Union[TrainStage, DistillStage, PruneMagnitudeStage, PruneL0Stage,
@@ -310,6 +357,25 @@ class Experiment(_Strict):
                 if seen[ref] not in MODEL_KINDS:
                     raise ValueError(f"stages[{i}].{key}: stage {ref!r} is a {seen[ref]} stage "
                                      f"and makes no model")
+            if st.kind == "evaluate" and st.runtime in ("sherpa-onnx", "onnxruntime"):
+                exports = [e for e in self.stages[:i] if e.kind == "export"
+                           and e.model == st.model and e.format == "sherpa-onnx"]
+                if st.export is not None:
+                    named = [e for e in self.stages[:i] if e.name == st.export]
+                    if not named or named[0].kind != "export" or named[0].format != "sherpa-onnx":
+                        raise ValueError(f"stages[{i}].export: no earlier sherpa-onnx export "
+                                         f"stage named {st.export!r}")
+                    if named[0].model != st.model:
+                        raise ValueError(f"stages[{i}].export: {st.export!r} exports "
+                                         f"{named[0].model!r}, not {st.model!r}")
+                    exports = named
+                if not exports:
+                    raise ValueError(f"stages[{i}]: runtime = {st.runtime!r} needs an earlier "
+                                     f"export stage of model {st.model!r} with format = "
+                                     f"'sherpa-onnx'")
+                if st.int8 and not exports[-1].int8:
+                    raise ValueError(f"stages[{i}].int8: export {exports[-1].name!r} writes no "
+                                     f"int8 files (set int8 = true there)")
             seen[st.name] = st.kind
         return self
 

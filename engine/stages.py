@@ -549,6 +549,17 @@ def audio_of(cut) -> dict:
             "duration": float(cut.duration)}
 
 
+def _onnx_dir(stage: EvaluateStage, ctx: Context, model_path: Path) -> Path:
+    """The sherpa-onnx folder an evaluate stage scores: its ``export``, else the last sherpa-onnx
+    export of its model."""
+    if stage.export:
+        return Path(ctx.outputs[stage.export]["onnx_dir"])
+    for out in reversed(list(ctx.outputs.values())):
+        if out.get("onnx_dir") and out.get("model") == str(model_path):
+            return Path(out["onnx_dir"])
+    raise ValueError(f"{stage.name}: no sherpa-onnx export of {stage.model!r} ran before it")
+
+
 def run_evaluate(stage: EvaluateStage, ctx: Context) -> dict:
     model_path = ctx.model_of(stage.model)
     model, meta = load_model(model_path)
@@ -557,11 +568,27 @@ def run_evaluate(stage: EvaluateStage, ctx: Context) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     artifact = artifact_of(ctx, model_path)
     method = "streaming" if stage.streaming else stage.decoding
+    onnx_dir = None
+    if stage.runtime in ("sherpa-onnx", "onnxruntime"):
+        onnx_dir = _onnx_dir(stage, ctx, model_path)
+    elif stage.runtime == "torch-int8":
+        from engine.compress.quantize import torch_int8
+
+        model = torch_int8(model)
+        artifact = out / "model.int8.pt"  # its bytes are the int8 model's size
+        torch.save(model.state_dict(), artifact)
     summaries = {}
     for i, split in enumerate(stage.splits):
-        res = evaluate_model(model, tok, ctx.corpus, split, method, stage.beam,
-                             stage.max_utterances, artifact=Path(artifact),
-                             las_lambda=(meta.get("twopass") or {}).get("lambda"))
+        if onnx_dir is not None:
+            from engine.runtimes import evaluate_exported
+
+            res = evaluate_exported(onnx_dir, ctx.corpus, split, stage.runtime, stage.int8,
+                                    stage.max_utterances)
+        else:
+            res = evaluate_model(model, tok, ctx.corpus, split, method, stage.beam,
+                                 stage.max_utterances, artifact=Path(artifact),
+                                 las_lambda=(meta.get("twopass") or {}).get("lambda"))
+            res["summary"]["runtime"] = stage.runtime
         write_json_atomic(out / f"results_{split}.json", res["summary"])
         with open(out / f"hyps_{split}.jsonl", "w") as f:
             for u in res["utterances"]:
@@ -591,10 +618,20 @@ def artifact_of(ctx: Context, model_path: Path) -> Path:
 
 # ----- export ------------------------------------------------------------------------------------
 def run_export(stage: ExportStage, ctx: Context) -> dict:
-    from engine.export import export_torch
+    from engine.export import export_for_sherpa, export_torch
 
     src = ctx.model_of(stage.model)
     out = ctx.out / stage.name
+    if stage.format == "sherpa-onnx":
+        info = export_for_sherpa(src, out, stage.int8, stage.keep_fp32,
+                                 ctx.corpus if stage.sensitivity else None, stage.tolerance,
+                                 stage.sensitivity_utterances, log=ctx.log)
+        ctx.emit("artifact", kind="sherpa-onnx", path=info["artifact"], bytes=info["bytes"])
+        ctx.log(f"{stage.name}: {info['artifact']} (sherpa-onnx, {info['bytes']:,} bytes"
+                + (f"; int8 {info['int8_bytes']:,} bytes, fp32 kept: "
+                   f"{', '.join(info['fp32_modules']) or 'none'}" if stage.int8 else "") + ")")
+        onnx_dir = info.pop("artifact")  # not "artifact": the torch evaluations' size file
+        return {**info, "model": str(src), "onnx_dir": onnx_dir}
     info = export_torch(src, out)
     ctx.emit("artifact", kind="export", path=info["artifact"], bytes=info["bytes"])
     ctx.log(f"{stage.name}: {info['artifact']} ({info['bytes']:,} bytes)")

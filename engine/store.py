@@ -24,7 +24,7 @@ from typing import Any, Iterable
 import duckdb
 import numpy as np
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -104,6 +104,9 @@ MIGRATIONS: dict[int, list[str]] = {
     # A two-pass model's evaluation keeps, per utterance, the first pass's n-best with its RNN-T
     # and LAS scores and which hypothesis the rescorer chose (JSON).
     4: ["ALTER TABLE hyps ADD COLUMN nbest VARCHAR"],
+    # Which runtime scored an evaluation: torch, torch-int8, sherpa-onnx, sherpa-onnx-int8,
+    # onnxruntime(-int8). NULL (earlier rows) is torch.
+    5: ["ALTER TABLE evals ADD COLUMN runtime VARCHAR"],
 }
 
 # column order of each event table, as the writer fills them
@@ -111,7 +114,7 @@ TABLES: dict[str, tuple[str, ...]] = {
     "metrics": ("run_id", "stage", "step", "ts", "data"),
     "evals": ("run_id", "stage", "split", "step", "model_stage", "decoding", "model", "wer", "wer_lo", "wer_hi",
               "utterances", "params", "nonzero_params", "bytes", "macs_per_second", "rtf",
-              "summary", "ts"),
+              "summary", "ts", "runtime"),
     "hyps": ("run_id", "stage", "split", "step", "cut_id", "reference", "hypothesis", "ref_words",
              "substitutions", "deletions", "insertions", "audio", "start", "duration", "nbest"),
     "artifacts": ("run_id", "stage", "kind", "path", "bytes"),

@@ -52,7 +52,7 @@ def shared_encoder(enc: EncoderConfig, pattern: str, blocks: int) -> EncoderConf
 def unique_params(model: nn.Module) -> int:
     """Parameters counted once per storage: what the weights really cost."""
     seen, total = set(), 0
-    for p in model.parameters(remove_duplicate=False):
+    for _, p in model.named_parameters(remove_duplicate=False):
         key = (p.untyped_storage().data_ptr(), p.storage_offset(), tuple(p.shape))
         if key not in seen:
             seen.add(key)

@@ -353,7 +353,9 @@ class ConformerEncoder(nn.Module):
             chunk = self.cfg.chunk_size // 2 if reduced else self.cfg.chunk_size
             mask = mask & chunk_attention_mask(t, chunk, self.cfg.left_chunks, lengths.device)[None]
         # a query row with no visible key (padding) would give NaN; let padding see itself
-        return mask | torch.eye(t, dtype=torch.bool, device=lengths.device)[None]
+        # (arange == arange, not torch.eye: ONNX's EyeLike has no bool kernel in onnxruntime)
+        idx = torch.arange(t, device=lengths.device)
+        return mask | (idx[:, None] == idx[None, :])[None]
 
     def forward(self, x: Tensor, lengths: Tensor, return_blocks: bool = False
                 ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, list[Tensor]]:

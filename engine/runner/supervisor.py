@@ -280,7 +280,8 @@ class Supervisor:
                                       "nonzero_params": num("nonzero_params", int),
                                       "bytes": num("bytes", int),
                                       "macs_per_second": num("macs_per_second"),
-                                      "rtf": num("rtf"), "summary": json.dumps(s)})
+                                      "rtf": num("rtf"), "summary": json.dumps(s),
+                                      "runtime": str(s.get("runtime") or "torch")})
         elif t == "hyps":
             step = int(ev.get("step") or 0)
             rows = [{"run_id": run_id, "stage": stage, "split": str(ev["split"]), "step": step,
