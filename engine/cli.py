@@ -639,28 +639,40 @@ def logs_cmd(
         _time.sleep(1.0)
 
 
-def _run_command(op: str, run: str) -> None:
+def _run_command(op: str, run: str, stages: list[str] | None = None) -> None:
     from engine.runner.client import send, start_supervisor, status
 
     try:
-        status(_home(), run)  # names a run that exists
+        known = [s["name"] for s in status(_home(), run)[0]["stages"]]  # a run that exists
+        bad = sorted(set(stages or []) - set(known))
+        if bad:
+            _fail(f"run {run} has no stage {', '.join(map(repr, bad))}; its stages: "
+                  f"{', '.join(known)}")
         start_supervisor(_home())
-        send(_home(), op, run_id=run)
+        send(_home(), op, run_id=run, stages=stages or [])
     except _engine_errors() as e:
         _fail(str(e))
 
 
+STAGE_OPT_HELP = "Only this stage (repeatable); default every stage of the run."
+
+
 @app.command("cancel")
-def cancel_cmd(run: str = typer.Argument(..., help="A run id.")) -> None:
+def cancel_cmd(run: str = typer.Argument(..., help="A run id."),
+               stage: Optional[list[str]] = typer.Option(None, "--stage", help=STAGE_OPT_HELP)
+               ) -> None:
     """Stop a run's running stages and mark them and its queued stages cancelled."""
-    _run_command("cancel", run)
-    typer.echo(f"cancelling {run}; `asrlab resume {run}` continues it later")
+    _run_command("cancel", run, stage)
+    typer.echo(f"cancelling {run}" + (f" ({', '.join(stage)})" if stage else "")
+               + f"; `asrlab resume {run}` continues it later")
 
 
 @app.command("resume")
-def resume_cmd(run: str = typer.Argument(..., help="A run id.")) -> None:
+def resume_cmd(run: str = typer.Argument(..., help="A run id."),
+               stage: Optional[list[str]] = typer.Option(None, "--stage", help=STAGE_OPT_HELP)
+               ) -> None:
     """Continue a run's failed, killed or cancelled stages (training from its last checkpoint)."""
-    _run_command("resume", run)
+    _run_command("resume", run, stage)
     typer.echo(f"resuming {run}")
 
 

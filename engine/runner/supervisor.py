@@ -181,8 +181,13 @@ class Supervisor:
         self.active.add(run_id)
         self.say(f"run {run_id} submitted ({len(rec['stages'])} stages)")
 
+    def _picked(self, cmd: dict):
+        """The run's stages a command names (``stages``), or all of them."""
+        only = set(cmd.get("stages") or [])
+        return [(k, st) for k, st in self._run_stages(cmd["run_id"]) if not only or k[1] in only]
+
     def cmd_cancel(self, cmd: dict) -> None:
-        for key, st in self._run_stages(cmd["run_id"]):
+        for key, st in self._picked(cmd):
             if st["state"] == "queued":
                 self._set(key, state="cancelled", ended=time.time())
             elif st["state"] == "running" and key not in self.cancel_at:
@@ -191,7 +196,7 @@ class Supervisor:
         self.say(f"run {cmd['run_id']} cancelled")
 
     def cmd_resume(self, cmd: dict) -> None:
-        for key, st in self._run_stages(cmd["run_id"]):
+        for key, st in self._picked(cmd):
             if st["state"] in ("failed", "cancelled"):
                 self._set(key, state="queued", error=None, ended=None)
             elif key in self.cancel_at:
