@@ -147,7 +147,8 @@ max_utterances = {utterances}
     def pruning_experiment(self, steps: int = 24, utterances: int = 8) -> Path:
         """A tiny model, then L0 structured pruning (layerwise KD, fine-tuned) and magnitude
         pruning of it, and a LAS rescorer for it (a two-pass model), each exported and
-        evaluated: masks for the Masks page, n-best lists for the Listen page."""
+        evaluated: masks for the Masks page, n-best lists for the Listen page; the L0 model also
+        in sherpa-onnx int8, an int8 point beside its PyTorch one on the Pareto page."""
         self._n += 1
         path = self.tmp / f"prune{self._n}.toml"
         train = (f"max_duration = 20.0\nwarmup_steps = 5\nlog_every = 4\n"
@@ -163,7 +164,22 @@ name = "eval-{n}"
 model = "{n}"
 splits = ["test-clean"]
 max_utterances = {utterances}
-""" for n in ("base", "l0", "sparse", "las"))
+""" for n in ("base", "l0", "sparse", "las")) + f"""
+[[stages]]
+kind = "export"
+name = "onnx-l0"
+model = "l0"
+format = "sherpa-onnx"
+int8 = true
+[[stages]]
+kind = "evaluate"
+name = "eval-l0-int8"
+model = "l0"
+splits = ["test-clean"]
+max_utterances = {utterances}
+runtime = "sherpa-onnx"
+int8 = true
+"""
         path.write_text(f"""name = "p{self._n}"
 tags = ["prune-test"]
 seed = 0

@@ -76,7 +76,7 @@ if clicked != st.session_state.get("last_click", []):  # a new click or box, not
     if clicked:
         selected = st.session_state["sel"] = clicked
 
-show = ["model", "run_name", "model_stage", "method", "step", "wer", "wer_lo", "wer_hi",
+show = ["model", "run_name", "model_stage", "method", "runtime", "step", "wer", "wer_lo", "wer_hi",
         "utterances", "params", "bytes", "macs_per_second", "rtf", "tags"]
 num = {"wer": st.column_config.NumberColumn("WER %", format="%.2f"),
        "wer_lo": st.column_config.NumberColumn("CI low", format="%.2f"),

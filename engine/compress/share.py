@@ -61,8 +61,8 @@ def unique_params(model: nn.Module) -> int:
 
 
 def describe_sharing(model) -> dict:
-    """Layers, blocks, the map, and the parameters sharing saves (the encoder's blocks as they
-    would be with one block per layer, minus what they are)."""
+    """Layers, blocks, the map, and the parameters sharing saves: the blocks one block per layer
+    would need, minus the blocks there are (one output LayerNorm per layer either way)."""
     enc = model.encoder
     per_block = [sum(p.numel() for p in blk.parameters()) for blk in enc.blocks]
     mapping = enc.cfg.layer_map
@@ -70,4 +70,4 @@ def describe_sharing(model) -> dict:
     norms = sum(p.numel() for p in enc.layer_norms.parameters()) if enc.layer_norms else 0
     return {"layers": len(mapping), "blocks": len(enc.blocks), "layer_map": list(mapping),
             "block_params": sum(per_block), "layer_norm_params": norms,
-            "params_saved": unshared - sum(per_block) - norms}
+            "params_saved": unshared - sum(per_block)}  # the layer norms exist either way

@@ -269,6 +269,18 @@ def test_pruned_models_are_points_on_the_pareto_page(filled_lab):
     ok(page("pareto", split="test-clean", runs=filled_lab.prune_run))
 
 
+def test_int8_points_sit_beside_their_fp32_model(filled_lab):
+    models = data.models(filled_lab.home, "test-clean", runs=[filled_lab.prune_run])
+    l0 = models[models["model_stage"] == "l0"].set_index("runtime")
+    assert set(l0.index) == {"torch", "sherpa-onnx-int8"}, models[["model_stage", "runtime"]]
+    q, fp = l0.loc["sherpa-onnx-int8"], l0.loc["torch"]
+    assert q["method"] == "prune_l0 · sherpa-onnx-int8" and q["params"] == fp["params"]
+    assert q["bytes"] < 0.6 * fp["bytes"]
+    at = ok(page("pareto", split="test-clean", runs=filled_lab.prune_run))
+    shown = next(d.value for d in at.dataframe if "runtime" in d.value.columns)
+    assert "sherpa-onnx-int8" in set(shown["runtime"])
+
+
 def test_pages_without_a_store_say_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("ASRLAB_HOME", str(tmp_path / "empty"))
     for name in ("runs", "pareto", "compare", "listen", "masks"):
