@@ -15,6 +15,7 @@ home = ui.home()
 # the experiments of the folder the explorer was started in, else the lab's own
 EXPERIMENTS = Path("experiments") if Path("experiments").is_dir() else serve.ROOT / "experiments"
 PRESETS = list(ModelConfig.model_fields["preset"].annotation.__args__)
+RUNTIMES = list(EvaluateStage.model_fields["runtime"].annotation.__args__)
 LOSSES = list(ModelConfig.model_fields["loss"].annotation.__args__)
 SPLITS = ["dev", "test-clean", "test-other"]
 KD_LOSSES = list(KDConfig.model_fields["loss"].annotation.__args__)
@@ -47,6 +48,15 @@ def train_form(sid: str, st_: dict) -> None:
     m["loss"] = c[1].selectbox("loss", LOSSES, key=f"loss-{sid}")
     m["predictor"] = c[2].selectbox("predictor", ["stateless", "lstm"], key=f"pred-{sid}")
     m["streaming"] = c[3].checkbox("streaming", key=f"stream-{sid}")
+    c = st.columns(4)
+    layers = int(c[0].number_input("layers (0: the preset's)", 0, None, 0, key=f"layers-{sid}"))
+    m["blocks"] = layers or None
+    m["share"] = c[1].selectbox("weight sharing", ["none", "repeat", "cycle"], key=f"share-{sid}")
+    if m["share"] != "none":
+        m["physical_blocks"] = int(c[2].number_input("physical blocks", 1, None, 2,
+                                                     key=f"phys-{sid}"))
+    else:
+        m.pop("physical_blocks", None)
     limits_form(sid, st_)
 
 
@@ -132,6 +142,20 @@ def evaluate_form(sid: str, st_: dict, models: list[str]) -> None:
     st_["decoding"] = c[2].selectbox("decoding", ["greedy", "beam"], key=f"dec-{sid}")
     n = c[3].number_input("max utterances (0: all)", 0, None, 0, key=f"maxu-{sid}")
     st_["max_utterances"] = int(n) or None
+    c = st.columns(4)
+    st_["runtime"] = c[0].selectbox("runtime", RUNTIMES, key=f"rt-{sid}")
+    st_["int8"] = c[1].checkbox("int8 ONNX files", key=f"eint8-{sid}",
+                                disabled=st_["runtime"] not in ("sherpa-onnx", "onnxruntime"))
+
+
+def export_form(sid: str, st_: dict, models: list[str]) -> None:
+    c = st.columns(4)
+    st_["model"] = c[0].selectbox("model", models or ["(none)"], key=f"model-{sid}")
+    st_["format"] = c[1].selectbox("format", ["torch", "sherpa-onnx"], key=f"fmt-{sid}")
+    onnx = st_["format"] == "sherpa-onnx"
+    st_["int8"] = c[2].checkbox("int8", key=f"int8-{sid}", disabled=not onnx) and onnx
+    st_["sensitivity"] = c[3].checkbox("sensitivity sweep on dev", key=f"sens-{sid}",
+                                       disabled=not st_["int8"]) and st_["int8"]
 
 
 def built_experiment() -> tuple[dict, str]:
@@ -165,6 +189,8 @@ def built_experiment() -> tuple[dict, str]:
                 prune_magnitude_form(sid, st_, models)
             elif st_["kind"] == "prune_l0":
                 prune_l0_form(sid, st_, models)
+            elif st_["kind"] == "export":
+                export_form(sid, st_, models)
             else:
                 st_["model"] = st.selectbox("model", models or ["(none)"], key=f"model-{sid}")
     c = st.columns([1, 1, 3], vertical_alignment="bottom")

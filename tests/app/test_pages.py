@@ -126,6 +126,33 @@ def test_launch_builds_pruning_stages_validated_as_the_cli_does():
     assert not at.error
 
 
+def test_launch_builds_shared_models_and_sherpa_exports():
+    at = ok(page("launch"))
+    at.radio(key="mode").set_value("build one").run()
+    sid, eid = (s["id"] for s in at.session_state["stages"])
+    at.number_input(key=f"layers-{sid}").set_value(6).run()
+    at.selectbox(key=f"share-{sid}").set_value("repeat").run()
+    at.number_input(key=f"phys-{sid}").set_value(3).run()
+    # scoring in sherpa-onnx before any export: the preview says what the CLI would say
+    at.selectbox(key=f"rt-{eid}").set_value("sherpa-onnx").run()
+    assert any("needs an earlier export stage" in e.value for e in at.error)
+    at.button(key=f"rm-{eid}").click().run()
+    for kind in ("export", "evaluate"):
+        at.selectbox(key="add_kind").set_value(kind).run()
+        next(b for b in at.button if b.label == "add stage").click().run()
+    xid, eid = (s["id"] for s in at.session_state["stages"][1:])
+    at.selectbox(key=f"fmt-{xid}").set_value("sherpa-onnx").run()
+    at.checkbox(key=f"int8-{xid}").check().run()
+    at.selectbox(key=f"rt-{eid}").set_value("sherpa-onnx").run()
+    at.checkbox(key=f"eint8-{eid}").check().run()
+    ok(at)
+    assert not at.error, [e.value for e in at.error]
+    exp = parse_experiment(toml_data(at.code[0].value, "preview"), "preview")
+    m, x, ev = exp.stages
+    assert (m.model.blocks, m.model.share, m.model.physical_blocks) == (6, "repeat", 3)
+    assert (x.format, x.int8, ev.runtime, ev.int8) == ("sherpa-onnx", True, "sherpa-onnx", True)
+
+
 # ----- Pareto --------------------------------------------------------------------------------------
 def ours(lab, split: str, choice: str = "final", step: int | None = None):
     """The models of the fixture's sweep (other tests add runs to the shared lab)."""
@@ -261,6 +288,7 @@ def test_listen_shows_a_two_pass_models_n_best(filled_lab):
 
 def test_pruned_models_are_points_on_the_pareto_page(filled_lab):
     models = data.models(filled_lab.home, "test-clean", runs=[filled_lab.prune_run])
+    models = models[models["runtime"] == "torch"]  # the int8 point of l0: the next test
     by = {m: r for m, r in zip(models["model_stage"], models.to_dict("records"))}
     assert by["l0"]["method"] == "prune_l0" and by["sparse"]["method"] == "prune_magnitude"
     assert by["l0"]["params"] < by["base"]["params"]
