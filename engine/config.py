@@ -18,6 +18,12 @@ from typing import Annotated, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
+# part of a sherpa-onnx export stage's identity (engine/runner/graph.py): bumped when the exported
+# graph changes, so a run submitted with --reuse exports again rather than take an older artifact
+# (2: every encoder frame repeated, engine/export.py FRAME_REPEAT)
+SHERPA_FORMAT_VERSION = 2
+
+
 class ConfigError(ValueError):
     """An experiment that cannot run; the message names the file, the key path and the value."""
 

@@ -24,7 +24,8 @@ import time
 import tomllib
 from pathlib import Path
 
-from engine.config import ConfigError, Experiment, parse_experiment, stage_inputs
+from engine.config import (SHERPA_FORMAT_VERSION, ConfigError, Experiment, parse_experiment,
+                           stage_inputs)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,6 +48,8 @@ def stage_hashes(exp: Experiment) -> dict[str, str]:
         # does not change the identity of stages computed before it existed
         key = {"stage": st.model_dump(mode="json", exclude_defaults=True), **common,
                "inputs": [out[d] for d in deps[st.name]]}
+        if st.kind == "export" and st.format == "sherpa-onnx":
+            key["format_version"] = SHERPA_FORMAT_VERSION  # a changed graph is a new artifact
         out[st.name] = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return out
 
