@@ -49,8 +49,14 @@ class OrtTransducer:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = opts.inter_op_num_threads = threads
         opts.log_severity_level = 3
-        self.sess = {k: ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
-                     for k, p in files.items()}
+        self.sess = {}
+        for k, p in files.items():
+            try:
+                self.sess[k] = ort.InferenceSession(str(p), opts,
+                                                    providers=["CPUExecutionProvider"])
+            except Exception as e:  # onnxruntime's own exception types
+                raise ValueError(f"{p}: onnxruntime cannot load it "
+                                 f"({str(e).splitlines()[0][:200]})") from None
         meta = self.sess["decoder"].get_modelmeta().custom_metadata_map
         self.context = int(meta["context_size"])
         self.blank = int(meta.get("blank_id", 0))

@@ -158,6 +158,9 @@ def test_cli_export_and_evaluate_in_sherpa_onnx(tiny, tiny_tok, tmp_path):
     r = cli("export", str(path), "--format", "sherpa-onnx", "--out", str(tmp_path / "e"),
             "--int8", "--keep-fp32", "lstm")
     assert r.returncode == 2 and "unknown module types" in r.stderr
+    (tmp_path / "d" / "joiner.onnx").write_bytes(b"not onnx")
+    r = cli("evaluate", str(tmp_path / "d"), "--runtime", "onnxruntime", "--data", str(tiny))
+    assert r.returncode == 2 and "joiner.onnx: onnxruntime cannot load it" in r.stderr
     (tmp_path / "d" / "decoder.int8.onnx").unlink()
     r = cli("evaluate", str(tmp_path / "d"), "--runtime", "sherpa-onnx", "--int8", "--data",
             str(tiny))
