@@ -20,8 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 # part of a sherpa-onnx export stage's identity (engine/runner/graph.py): bumped when the exported
 # graph changes, so a run submitted with --reuse exports again rather than take an older artifact
-# (2: every encoder frame repeated, engine/export.py FRAME_REPEAT)
-SHERPA_FORMAT_VERSION = 2
+# (2: every encoder frame repeated, engine/export.py FRAME_REPEAT; 3: the sensitivity sweep keeps
+# a module type fp32 only on a significant loss)
+SHERPA_FORMAT_VERSION = 3
 
 
 class ConfigError(ValueError):

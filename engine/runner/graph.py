@@ -34,8 +34,10 @@ def stage_deps(exp: Experiment) -> dict[str, list[str]]:
     deps: dict[str, list[str]] = {}
     for i, st in enumerate(exp.stages):
         d = [ref for _, ref in stage_inputs(st)]
-        if st.kind == "evaluate":
-            d += [e.name for e in exp.stages[:i] if e.kind == "export" and e.model == st.model]
+        if st.kind == "evaluate":  # the exports whose files it scores (or whose bytes it reports)
+            fmt = "torch" if st.runtime in ("torch", "torch-int8") else "sherpa-onnx"
+            d += [e.name for e in exp.stages[:i] if e.kind == "export" and e.model == st.model
+                  and e.format == fmt]
         deps[st.name] = d
     return deps
 
