@@ -21,7 +21,12 @@ class Cancelled(BaseException):
     """Raised in the worker by SIGTERM: the run was cancelled."""
 
 
+_cancelled = False
+
+
 def _cancel(signum, frame):
+    global _cancelled
+    _cancelled = True
     raise Cancelled()
 
 
@@ -64,6 +69,10 @@ def main(argv: list[str]) -> int:
         spool.emit("state", state="cancelled")
         return 0
     except BaseException as e:  # noqa: BLE001 - every failure is reported, then re-signalled
+        if _cancelled:  # SIGTERM mid-import leaves a half-imported module that fails otherwise
+            print(f"stage {name} cancelled ({type(e).__name__} after the signal)", flush=True)
+            spool.emit("state", state="cancelled")
+            return 0
         traceback.print_exc()
         msg = str(e) or type(e).__name__
         spool.emit("state", state="failed", error=f"{type(e).__name__}: {msg}"[:2000])
