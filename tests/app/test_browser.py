@@ -67,7 +67,8 @@ def test_clicking_a_pareto_point_opens_its_details(page, explorer, tmp_path):
     shots.open_page(page, explorer, "pareto", "split=test-clean")
     points = page.locator(".js-plotly-plot .scatterlayer .trace .points path")
     points.first.wait_for(timeout=60_000)  # plotly draws after Streamlit settles
-    assert points.count() == 6  # the sweep's two models; the pruning run's base, l0, sparse, las
+    # the sweep's two models; the pruning run's base, l0, sparse, las, and l0 in sherpa-onnx int8
+    assert points.count() == 7
     box = points.first.bounding_box()  # plotly takes clicks on its drag layer, at the point
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.wait_for_timeout(300)  # hover first, as a user's pointer does
