@@ -37,7 +37,7 @@ from engine.stages import lab_home  # noqa: E402
 from engine.store import read  # noqa: E402
 
 MODELS = {"shared-quant": ["teacher", "base6", "share3", "share2", "share3-sparse"],
-          "ten-x": ["teacher", "share3-l0"]}
+          "ten-x": ["teacher", "share3-l0", "tshare2", "tshare2-l0"]}
 PAPER = ("paper (Gao et al. 2021): sharing + sparsification + quantization, more than 10x "
          "smaller, CER 6.49 -> 6.92 (+6.6% relative)")
 
