@@ -49,6 +49,22 @@ def utterances(db: Path, source: tuple[str, str], split: str) -> list[UtteranceR
     return [UtteranceResult(**r) for r in rows]
 
 
+def pick_run(db: Path, experiment: str, run: str | None, submit: bool) -> str:
+    """``run``, else the newest run of ``experiment`` (submitted first and waited for with
+    ``submit``)."""
+    if submit:
+        toml = ROOT / "experiments" / f"{experiment.replace('-', '_')}.toml"
+        subprocess.run([sys.executable, "-m", "engine.cli", "run", str(toml), "--wait", "--reuse"],
+                       check=True)
+    if run is None:
+        runs = read(db, "SELECT run_id FROM runs WHERE name = ? ORDER BY created DESC",
+                    [experiment])
+        if not runs:
+            sys.exit(f"no run of {experiment} in {db}; pass --submit")
+        run = runs[0]["run_id"]
+    return run
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--experiment", default="progressive", choices=sorted(PAIRS))
@@ -57,16 +73,7 @@ def main() -> None:
     a = ap.parse_args()
     home = lab_home()
     db = home / "lab.duckdb"
-    if a.submit:
-        toml = ROOT / "experiments" / f"{a.experiment.replace('-', '_')}.toml"
-        subprocess.run([sys.executable, "-m", "engine.cli", "run", str(toml), "--wait", "--reuse"],
-                       check=True)
-    if a.run is None:
-        runs = read(db, "SELECT run_id FROM runs WHERE name = ? ORDER BY created DESC",
-                    [a.experiment])
-        if not runs:
-            sys.exit(f"no run of {a.experiment} in {db}; pass --submit")
-        a.run = runs[0]["run_id"]
+    a.run = pick_run(db, a.experiment, a.run, a.submit)
     # an evaluate stage reused from another run (``asrlab run --reuse``) has its rows there
     evals = read(db, """
         WITH src AS (

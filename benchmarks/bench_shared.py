@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_data import report  # noqa: E402
-from bench_progressive import utterances  # noqa: E402
+from bench_progressive import pick_run, utterances  # noqa: E402
 
 from engine.evaluate import paired_bootstrap  # noqa: E402
 from engine.stages import lab_home  # noqa: E402
@@ -110,16 +109,7 @@ def main() -> None:
     a = ap.parse_args()
     home = lab_home()
     db = home / "lab.duckdb"
-    if a.submit:
-        toml = ROOT / "experiments" / f"{a.experiment.replace('-', '_')}.toml"
-        subprocess.run([sys.executable, "-m", "engine.cli", "run", str(toml), "--wait", "--reuse"],
-                       check=True)
-    if a.run is None:
-        runs = read(db, "SELECT run_id FROM runs WHERE name = ? ORDER BY created DESC",
-                    [a.experiment])
-        if not runs:
-            sys.exit(f"no run of {a.experiment} in {db}; pass --submit")
-        a.run = runs[0]["run_id"]
+    a.run = pick_run(db, a.experiment, a.run, a.submit)
     ev = evals_of(db, a.run)
     dirs = onnx_dirs(db, a.run)
     corpus = Path(json.loads(read(db, "SELECT config FROM runs WHERE run_id = ?",
