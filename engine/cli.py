@@ -456,11 +456,22 @@ def supervisor_status(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 def _submit(experiment: Path, grids: list[str], executor: str = "local",
-            reuse: bool = False) -> list[dict]:
+            reuse: bool = False, address: str | None = None,
+            storage: Path | None = None) -> list[dict]:
     from engine.config import read_experiment
     from engine.runner.client import submit
 
-    return submit(_home(), read_experiment(experiment), str(experiment), grids, executor, reuse)
+    return submit(_home(), read_experiment(experiment), str(experiment), grids, executor, reuse,
+                  address, storage)
+
+
+EXECUTOR_HELP = ("local: a pool of worker processes on this machine; ray: each stage a Ray "
+                 "task on a cluster (resources per stage kind, [resources.KIND] in the "
+                 "experiment)")
+ADDRESS_HELP = ("Ray cluster address (ray://host:10001 or host:6379; default: RAY_ADDRESS, "
+                "else a local Ray instance started by the supervisor)")
+STORAGE_HELP = ("A folder every Ray node reaches (NFS or similar): run folders, checkpoints "
+                "and models go there (default: the lab's runs folder)")
 
 
 REUSE_HELP = ("Do not recompute a stage identical (same settings, data, seed and inputs) to a "
@@ -538,12 +549,15 @@ def run_cmd(
     wait: bool = typer.Option(False, "--wait", help="Show progress until the run ends, then "
                                                     "its results."),
     reuse: bool = typer.Option(False, "--reuse", help=REUSE_HELP),
+    executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
+    address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
+    storage: Optional[Path] = typer.Option(None, "--storage", help=STORAGE_HELP),
 ) -> None:
     """Submit an experiment; its stages run in the background (returns at once)."""
     from engine.runner.client import results
 
     try:
-        rec = _submit(experiment, [], reuse=reuse)[0]
+        rec = _submit(experiment, [], executor, reuse, address, storage)[0]
     except _engine_errors() as e:
         _fail(str(e))
     if as_json:
@@ -568,10 +582,13 @@ def sweep_cmd(
     as_json: bool = typer.Option(False, "--json", help='Print {"run_ids": [...]}.'),
     wait: bool = typer.Option(False, "--wait", help="Show progress until every run ends."),
     reuse: bool = typer.Option(False, "--reuse", help=REUSE_HELP),
+    executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
+    address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
+    storage: Optional[Path] = typer.Option(None, "--storage", help=STORAGE_HELP),
 ) -> None:
     """Submit one run per combination of the grid's values; identical stages run once."""
     try:
-        runs = _submit(experiment, grid, reuse=reuse)
+        runs = _submit(experiment, grid, executor, reuse, address, storage)
     except _engine_errors() as e:
         _fail(str(e))
     ids = [r["run_id"] for r in runs]

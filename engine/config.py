@@ -102,7 +102,55 @@ class TrainConfig(_Strict):
                                                             "default the dev split")
 
 
-class TrainStage(_Strict):
+_MEMORY_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+                 "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def memory_bytes(value: int | str | None) -> int | None:
+    """``4096``, ``"512MB"``, ``"4 GiB"`` -> bytes (None stays None)."""
+    if value is None or isinstance(value, int):
+        return value
+    text = value.strip().lower().replace(" ", "")
+    num = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = text[len(num):] or "b"
+    if unit not in _MEMORY_UNITS or not num:
+        raise ValueError(f"memory {value!r}: expected bytes or a number with a unit "
+                         f"({', '.join(u.upper() for u in _MEMORY_UNITS)})")
+    return int(float(num) * _MEMORY_UNITS[unit])
+
+
+class Resources(_Strict):
+    """What a stage asks of a cluster node (the Ray executor; the local pool runs stages one
+    per worker slot). Unset fields take the stage kind's default (engine.runner.ray_executor)."""
+
+    cpus: float | None = Field(None, gt=0, description="CPU cores (also the stage's threads)")
+    gpus: float | None = Field(None, ge=0, description="GPUs (Ray sets CUDA_VISIBLE_DEVICES)")
+    memory: int | str | None = Field(None, description="bytes, or e.g. '4GB', '512MiB'")
+
+    @model_validator(mode="after")
+    def _memory(self):
+        if self.memory is not None and memory_bytes(self.memory) <= 0:
+            raise ValueError(f"memory {self.memory!r} must be positive")
+        return self
+
+
+class _Stage(_Strict):
+    """What every stage has: its kind, its name, and what it asks of a cluster node."""
+
+    resources: Resources | None = Field(None, description="cpus / gpus / memory on a Ray "
+                                                          "cluster; not part of the identity")
+
+
+class _DataParallel(_Stage):
+    """A training stage that may run data-parallel: ``nproc`` processes per node (and
+    ``nnodes`` nodes) launched with torchrun, DDP over gloo; each global batch is the one a
+    single process would take, split across ranks."""
+
+    nproc: int = Field(1, ge=1, le=64, description="processes (DDP ranks) per node")
+    nnodes: int = Field(1, ge=1, le=64, description="nodes; more than 1 needs executor ray")
+
+
+class TrainStage(_DataParallel):
     kind: Literal["train"]
     name: str
     model: ModelConfig = ModelConfig()
@@ -123,7 +171,7 @@ class KDConfig(_Strict):
                           "by relative depth")
 
 
-class DistillStage(_Strict):
+class DistillStage(_DataParallel):
     kind: Literal["distill"]
     name: str
     teacher: str = Field(description="the stage whose model teaches (a train or distill stage)")
@@ -159,7 +207,7 @@ class MagnitudeConfig(_Strict):
         return self
 
 
-class PruneMagnitudeStage(_Strict):
+class PruneMagnitudeStage(_Stage):
     kind: Literal["prune_magnitude"]
     name: str
     model: str = Field(description="the stage whose model is pruned (and, by default, teaches)")
@@ -192,7 +240,7 @@ class L0Config(_Strict):
     mask_every: int = Field(100, ge=1, description="log the gates every N steps (and at the end)")
 
 
-class PruneL0Stage(_Strict):
+class PruneL0Stage(_Stage):
     kind: Literal["prune_l0"]
     name: str
     model: str = Field(description="the stage whose model is pruned")
@@ -223,7 +271,7 @@ class LASKDConfig(_Strict):
     ce_weight: float = Field(1.0, ge=0.0, description="weight of the cross-entropy")
 
 
-class LASTrainStage(_Strict):
+class LASTrainStage(_Stage):
     kind: Literal["las_train"]
     name: str
     model: str = Field(description="the stage whose model gets a LAS (its encoder frozen)")
@@ -232,7 +280,7 @@ class LASTrainStage(_Strict):
     twopass: TwoPassConfig = TwoPassConfig()
 
 
-class LASDistillStage(_Strict):
+class LASDistillStage(_Stage):
     kind: Literal["las_distill"]
     name: str
     model: str = Field(description="the student (an RNN-T) whose frozen encoder the LAS reads")
@@ -243,7 +291,7 @@ class LASDistillStage(_Strict):
     twopass: TwoPassConfig = TwoPassConfig()
 
 
-class FinetuneStage(_Strict):
+class FinetuneStage(_Stage):
     kind: Literal["finetune"]
     name: str
     model: str = Field(description="a two-pass model: every part of it is trained")
@@ -256,7 +304,7 @@ class FinetuneStage(_Strict):
     twopass: TwoPassConfig = TwoPassConfig()
 
 
-class EvaluateStage(_Strict):
+class EvaluateStage(_Stage):
     kind: Literal["evaluate"]
     name: str
     model: str
@@ -289,7 +337,7 @@ class EvaluateStage(_Strict):
         return self
 
 
-class ExportStage(_Strict):
+class ExportStage(_Stage):
     kind: Literal["export"]
     name: str
     model: str
@@ -348,10 +396,17 @@ class Experiment(_Strict):
     tags: list[str] = Field(default_factory=list, description="labels the explorer filters by")
     seed: int = 0
     data: DataConfig = DataConfig()
+    resources: dict[str, Resources] = Field(
+        default_factory=dict, description="per stage kind, e.g. [resources.train] cpus = 4: "
+                                          "what its stages ask of a Ray node")
     stages: list[Stage] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _graph(self) -> "Experiment":
+        bad = sorted(set(self.resources) - set(STAGE_KINDS))
+        if bad:
+            raise ValueError(f"resources: unknown stage kind {bad[0]!r}; allowed: "
+                             f"{', '.join(STAGE_KINDS)}")
         seen: dict[str, str] = {}
         for i, st in enumerate(self.stages):
             if st.name in seen:

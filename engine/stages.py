@@ -338,8 +338,14 @@ def run_finetune(stage: FinetuneStage, ctx: Context) -> dict:
 def new_model(stage, ctx: Context) -> Transducer:
     """The model a train or distill stage starts from: its preset, seeded, with the corpus's
     feature statistics; weights of ``init_from`` where given."""
+    from engine.locks import file_lock
+
     tok = ctx.tokenizer
-    stats = train_cmvn(ctx.corpus)
+    # under the corpus lock, as split_features: two stages starting together on a corpus
+    # without features must not both compute them (the second would replace the folder the
+    # first is reading)
+    with file_lock(ctx.corpus / ".prepare.lock"):
+        stats = train_cmvn(ctx.corpus)
     m = stage.model
     kwargs = {k: v for k, v in {"chunk_size": m.chunk_size, "left_chunks": m.left_chunks,
                                 "ctc_weight": m.ctc_weight, "dropout": m.dropout}.items()

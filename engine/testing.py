@@ -296,7 +296,9 @@ tune_utterances = 6
 
         kinds: dict[str, int] = {}
         metric_steps: dict[str, set] = {}
-        for spool in (self.run_dir(run_id) / "spool").glob("*.jsonl"):
+        # the supervisor's name for the folder (a run on shared storage is linked from runs/)
+        run_dir = Path(self.query("SELECT run_dir FROM runs WHERE run_id = ?", [run_id])[0][0])
+        for spool in (run_dir / "spool").glob("*.jsonl"):
             for line in spool.read_text().splitlines():
                 try:
                     ev = json.loads(line)

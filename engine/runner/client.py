@@ -88,22 +88,37 @@ def send(home: Path, op: str, **fields) -> Path:
 
 
 def submit(home: Path, data: dict, source: str, grids: list[str] | tuple = (),
-           executor: str = "local", reuse: bool = False) -> list[dict]:
+           executor: str = "local", reuse: bool = False, address: str | None = None,
+           storage: Path | None = None) -> list[dict]:
     """Validate an experiment (plain data, as read from TOML or built by the explorer's form),
     expand its sweep grid, prepare one run folder per combination and queue them; returns the
     run records. Raises ``ConfigError`` naming ``source`` and the field at fault."""
     from engine.runner.graph import expand_grid, new_run_id, parse_grid, prepare_run
     from engine.stages import resolve_corpus
 
+    from engine.config import ConfigError
+
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"--executor {executor!r}: expected local or ray")
+    if executor == "local" and (address or storage):
+        raise ConfigError("--address and --storage are for --executor ray")
+    if storage and not Path(storage).is_dir():
+        raise ConfigError(f"--storage {storage}: no such folder (it must exist and be "
+                          f"reachable from every node)")
     combos = expand_grid(data, parse_grid(list(grids)), source)
+    for _, exp in combos:
+        for st in exp.stages:
+            if getattr(st, "nnodes", 1) > 1 and executor != "ray":
+                raise ConfigError(f"{source}: stage {st.name!r}: nnodes = {st.nnodes} needs "
+                                  f"--executor ray (the local pool has one node)")
     for i, (assignment, exp) in enumerate(combos):
         if not exp.data.corpus.startswith("builtin:"):
             # a missing folder fails now, not in a worker; a relative one means here
             d = exp.data.model_copy(update={"corpus": str(resolve_corpus(exp.data.corpus))})
             combos[i] = (assignment, exp.model_copy(update={"data": d}))
     sweep = new_run_id(f"sweep-{combos[0][1].name}") if grids else None
-    runs = [prepare_run(exp, lab_paths(home)["runs"], source, sweep, assignment, executor, reuse)
-            for assignment, exp in combos]
+    runs = [prepare_run(exp, lab_paths(home)["runs"], source, sweep, assignment, executor, reuse,
+                        address, storage) for assignment, exp in combos]
     start_supervisor(home)
     for rec in runs:
         send(home, "submit", run_dir=rec["run_dir"])

@@ -48,7 +48,9 @@ def stage_hashes(exp: Experiment) -> dict[str, str]:
     for st in exp.stages:
         # defaults left out: a setting added later with a default that keeps the old behaviour
         # does not change the identity of stages computed before it existed
-        key = {"stage": st.model_dump(mode="json", exclude_defaults=True), **common,
+        # where it runs is not what it computes: resources stay out of the identity
+        key = {"stage": st.model_dump(mode="json", exclude_defaults=True,
+                                      exclude={"resources"}), **common,
                "inputs": [out[d] for d in deps[st.name]]}
         if st.kind == "export" and st.format == "sherpa-onnx":
             key["format_version"] = SHERPA_FORMAT_VERSION  # a changed graph is a new artifact
@@ -153,14 +155,20 @@ def new_run_id(name: str) -> str:
 
 def prepare_run(exp: Experiment, runs_dir: Path, experiment_path: str = "",
                 sweep_id: str | None = None, assignment: dict | None = None,
-                executor: str = "local", reuse: bool = False) -> dict:
+                executor: str = "local", reuse: bool = False, ray_address: str | None = None,
+                storage: Path | None = None) -> dict:
     """Create the run folder; returns the run record the supervisor registers. ``reuse``: a
-    stage whose identity matches a finished stage of any earlier run is not computed again."""
+    stage whose identity matches a finished stage of any earlier run is not computed again.
+    ``storage``: a folder every node of a cluster reaches; the run folder is made there and
+    ``runs_dir/RUN_ID`` links to it."""
     run_id = new_run_id(exp.name)
-    run_dir = Path(runs_dir) / run_id
+    run_dir = (Path(storage).resolve() if storage else Path(runs_dir)) / run_id
     try:
         run_dir.mkdir(parents=True)
         (run_dir / "spool").mkdir()
+        if storage:
+            Path(runs_dir).mkdir(parents=True, exist_ok=True)
+            (Path(runs_dir) / run_id).symlink_to(run_dir, target_is_directory=True)
     except OSError as e:
         raise ConfigError(f"{run_dir}: cannot create the run folder: {e.strerror or e}") from None
     from engine.data.corpus import write_json_atomic
@@ -171,7 +179,8 @@ def prepare_run(exp: Experiment, runs_dir: Path, experiment_path: str = "",
         "run_id": run_id, "name": exp.name, "experiment": experiment_path,
         "sweep_id": sweep_id, "config_hash": config_hash(exp), "git_rev": git_revision(),
         "versions": library_versions(), "host": platform.node(), "seed": exp.seed,
-        "executor": executor, "run_dir": str(run_dir), "created": time.time(),
+        "executor": executor, "ray_address": ray_address, "run_dir": str(run_dir),
+        "created": time.time(),
         "assignment": assignment or {}, "reuse": reuse,
         "stages": [{"name": s.name, "kind": s.kind, "position": i, "deps": deps[s.name],
                     "stage_hash": hashes[s.name]} for i, s in enumerate(exp.stages)],

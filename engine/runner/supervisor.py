@@ -39,6 +39,7 @@ from engine.store import Writer, is_lock_error
 TERMINAL = ("done", "failed", "cancelled")
 CANCEL_GRACE_S = 15.0
 TICK_S = 0.2
+MAX_RAY_RETRIES = 3  # engine.runner.ray_executor.MAX_RETRIES (not imported: Ray is optional)
 FLUSH_EVERY_S = 0.5
 
 
@@ -62,12 +63,20 @@ def signal_name(code: int) -> str:
         return str(code)
 
 
-def _reuse_flag(run_dir: str) -> bool:
-    """Whether a run was submitted with ``--reuse`` (kept in its run.json, not in the store)."""
+def _run_extras(run_dir: str) -> dict:
+    """What a run's run.json keeps beside the store: ``--reuse`` and the Ray address."""
     try:
-        return bool(json.loads((Path(run_dir) / "run.json").read_text()).get("reuse"))
+        rec = json.loads((Path(run_dir) / "run.json").read_text())
     except (OSError, ValueError):
-        return False
+        rec = {}
+    return {"reuse": bool(rec.get("reuse")), "ray_address": rec.get("ray_address")}
+
+
+class RayTask:
+    """A stage handed to the Ray executor (``procs`` holds it in place of a local process)."""
+
+    def __repr__(self) -> str:
+        return "RayTask()"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -109,6 +118,8 @@ class Supervisor:
         self.stop = False
         self.last_flush = 0.0
         self.flush_delay = FLUSH_EVERY_S
+        self.ray = None  # engine.runner.ray_executor.RayExecutor, on the first Ray stage
+        self.ray_error: str | None = None
 
     # ----- start-up ----------------------------------------------------------------------------
     def load(self) -> None:
@@ -128,7 +139,7 @@ class Supervisor:
         for keys in self.by_run.values():
             keys.sort(key=lambda k: self.stages[k]["position"])
         for run in self.runs.values():
-            run["reuse"] = _reuse_flag(run["run_dir"])
+            run.update(_run_extras(run["run_dir"]))
         saved = w.load_offsets()
         self.offsets = {k: o for k, (o, _) in saved.items()}
         self.counts = {k: n for k, (_, n) in saved.items()}
@@ -141,6 +152,27 @@ class Supervisor:
                     st["pid"], run_dir, key[1])
                 # adopted and watched by pid; -1: it ended unwatched (reap marks it failed)
                 self.procs[key] = st["pid"] if ours else -1
+        self._adopt_ray()
+
+    def _adopt_ray(self) -> None:
+        """Stages a previous supervisor handed to Ray: the lab actor still owns those that run
+        (queued ones included: they may wait for a node); the others ended unwatched."""
+        keys = [k for k, st in self.stages.items() if st["state"] in ("queued", "running")
+                and self.runs[k[0]].get("executor") == "ray" and k[0] in self.active]
+        if not keys:
+            return
+        try:
+            ex = self._ray_for(keys[0][0])
+            seen = ex.poll(keys)
+        except Exception as e:  # noqa: BLE001 - no cluster: every running Ray stage is lost
+            self.say(f"cannot reach Ray to adopt its stages: {type(e).__name__}: {e}")
+            seen = {}
+        for key in keys:
+            got = seen.get(f"{key[0]}/{key[1]}", "unknown")
+            if got == "running":
+                self.procs[key] = RayTask()
+            elif self.stages[key]["state"] == "running":
+                self.procs[key] = -1
 
     # ----- commands ----------------------------------------------------------------------------
     def commands(self) -> None:
@@ -170,6 +202,7 @@ class Supervisor:
         self.runs[run_id] = {k: rec[k] for k in ("run_id", "name", "sweep_id", "run_dir",
                                                   "created", "executor")}
         self.runs[run_id]["reuse"] = bool(rec.get("reuse"))
+        self.runs[run_id]["ray_address"] = rec.get("ray_address")
         self.writer.add("runs", {**rec, "config": exp, "versions": json.dumps(rec["versions"])})
         for s in rec["stages"]:
             st = {"run_id": run_id, **s, "state": "queued", "progress": 0.0, "pid": None,
@@ -188,9 +221,9 @@ class Supervisor:
 
     def cmd_cancel(self, cmd: dict) -> None:
         for key, st in self._picked(cmd):
-            if st["state"] == "queued":
+            if st["state"] == "queued" and not isinstance(self.procs.get(key), RayTask):
                 self._set(key, state="cancelled", ended=time.time())
-            elif st["state"] == "running" and key not in self.cancel_at:
+            elif st["state"] in ("queued", "running") and key not in self.cancel_at:
                 self.cancel_at[key] = time.time()
                 self._signal(key, signal.SIGTERM)
         self.say(f"run {cmd['run_id']} cancelled")
@@ -323,6 +356,12 @@ class Supervisor:
     # ----- workers -----------------------------------------------------------------------------
     def _signal(self, key, sig) -> None:
         p = self.procs.get(key)
+        if isinstance(p, RayTask):
+            try:  # SIGTERM: the task stops its stage (cancelled); SIGKILL: Ray kills the task
+                self.ray.cancel(key, force=sig == signal.SIGKILL)
+            except Exception as e:  # noqa: BLE001 - the cluster is gone: reap will see it
+                self.say(f"{key[0]}/{key[1]}: cannot cancel the Ray task: {e}")
+            return
         pid = p.pid if isinstance(p, subprocess.Popen) else p
         if pid and pid > 0:
             try:
@@ -330,10 +369,36 @@ class Supervisor:
             except (ProcessLookupError, PermissionError):
                 pass
 
+    def _poll_ray(self) -> dict:
+        keys = [k for k, p in self.procs.items() if isinstance(p, RayTask)]
+        if not keys:
+            return {}
+        try:
+            return self.ray.poll(keys)
+        except Exception as e:  # noqa: BLE001 - the head went away: every Ray stage is lost
+            self.say(f"Ray does not answer ({type(e).__name__}: {e})")
+            return {f"{k[0]}/{k[1]}": {"error": f"the Ray cluster stopped answering "
+                                                f"({type(e).__name__})"} for k in keys}
+
     def reap(self) -> None:
         now = time.time()
+        ray_done = self._poll_ray()
         for key, p in list(self.procs.items()):
-            if isinstance(p, subprocess.Popen):
+            if isinstance(p, RayTask):
+                got = ray_done.get(f"{key[0]}/{key[1]}", "running")
+                alive = got == "running"
+                if not alive:
+                    if got == "unknown":
+                        why = ("its Ray task is gone (the cluster restarted?); `asrlab resume "
+                               f"{key[0]}` continues from its last checkpoint")
+                    elif "error" in got:
+                        why = f"Ray task failed after {MAX_RAY_RETRIES} retries: {got['error']}"
+                    elif got.get("cancelled"):
+                        why = "cancelled"
+                    else:
+                        why = (f"worker exited with status {got.get('code')} without reporting; "
+                               f"see `asrlab logs {key[0]} {key[1]}`")
+            elif isinstance(p, subprocess.Popen):
                 code = p.poll()
                 if code is None:
                     alive = True
@@ -354,8 +419,8 @@ class Supervisor:
             del self.procs[key]
             self.ingest(only=key)  # its last words first
             st = self.stages[key]
-            if st["state"] == "running":
-                if key in self.cancel_at:
+            if st["state"] == "running" or (st["state"] == "queued" and isinstance(p, RayTask)):
+                if key in self.cancel_at or why == "cancelled":
                     self._set(key, state="cancelled", ended=now)
                 else:
                     self._set(key, state="failed", ended=now, error=why)
@@ -367,12 +432,14 @@ class Supervisor:
             self.resume_after.discard(key)
 
     def schedule(self) -> None:
-        running = len(self.procs)
+        # Ray stages wait for a node in Ray's queue, not for one of the local worker slots
+        running = sum(not isinstance(p, RayTask) for p in self.procs.values())
         for run_id in sorted(self.active, key=lambda r: self.runs[r]["created"] or 0):
             stages = self._run_stages(run_id)
             by_name = {k[1]: s for k, s in stages}
+            ray_run = self.runs[run_id].get("executor") == "ray"
             for key, st in stages:
-                if st["state"] != "queued":
+                if st["state"] != "queued" or key in self.procs:
                     continue
                 deps = [by_name[d]["state"] for d in st["deps"]]
                 if any(d != "done" for d in deps):
@@ -382,6 +449,9 @@ class Supervisor:
                     continue
                 if twin is not None:  # reusing takes no worker: done even while all are busy
                     self._reuse(key, twin)
+                    continue
+                if ray_run:
+                    self.launch_ray(key)
                     continue
                 if running >= self.workers:
                     continue
@@ -467,6 +537,42 @@ class Supervisor:
         self._set(key, state="running", pid=p.pid, attempt=attempt, started=time.time())
         self.say(f"{key[0]}/{key[1]}: started (pid {p.pid}, attempt {attempt})")
 
+    def _ray_for(self, run_id: str):
+        """The Ray executor, connected on first use to the run's address (or a local Ray)."""
+        address = self.runs[run_id].get("ray_address")
+        if self.ray is None:
+            from engine.runner.ray_executor import RayExecutor
+
+            self.say(f"connecting to Ray at {address or 'a new local instance'}")
+            self.ray = RayExecutor(self.paths["home"], address)
+            self.say(f"Ray ready: {self.ray.ray.cluster_resources()}")
+        elif (address or None) != (self.ray.address or None):
+            raise RuntimeError(f"this supervisor drives the Ray cluster at "
+                               f"{self.ray.address or 'local'}, not {address or 'local'}; "
+                               f"`asrlab supervisor stop` once its runs end, then submit again")
+        return self.ray
+
+    def launch_ray(self, key) -> None:
+        from engine.config import parse_experiment
+        from engine.runner.ray_executor import stage_resources
+
+        run_dir = Path(self.runs[key[0]]["run_dir"])
+        st = self.stages[key]
+        attempt = (st["attempt"] or 0) + 1
+        try:
+            exp = parse_experiment(json.loads((run_dir / "experiment.json").read_text()),
+                                   str(run_dir / "experiment.json"))
+            res = stage_resources(exp, exp.stage(key[1]))
+            self._ray_for(key[0]).submit(key[0], str(run_dir), key[1], attempt, res)
+        except Exception as e:  # noqa: BLE001 - the stage fails with the reason, the lab goes on
+            self._set(key, state="failed", ended=time.time(),
+                      error=f"cannot hand the stage to Ray: {type(e).__name__}: {e}")
+            self.say(f"{key[0]}/{key[1]}: cannot hand to Ray: {e}")
+            return
+        self.procs[key] = RayTask()
+        self._set(key, attempt=attempt)  # queued until a node runs it
+        self.say(f"{key[0]}/{key[1]}: handed to Ray (attempt {attempt}, {res})")
+
     # ----- store -------------------------------------------------------------------------------
     def flush(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -529,6 +635,8 @@ class Supervisor:
             self.flush(force=bool(self.done_commands))
             time.sleep(max(0.0, TICK_S - (time.monotonic() - t0)))
         self.flush(force=True)
+        if self.ray is not None:  # a detached lab actor keeps running its tasks
+            self.ray.shutdown()
 
 
 def main() -> int:

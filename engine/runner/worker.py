@@ -34,7 +34,8 @@ def main(argv: list[str]) -> int:
     run_dir, name = Path(argv[0]).resolve(), argv[1]
     from engine.runner.spool import SpoolWriter
 
-    spool = SpoolWriter(run_dir / "spool" / f"{name}.jsonl")
+    # a Ray task on another node gives a node-local spool and forwards it (ray_executor)
+    spool = SpoolWriter(Path(os.environ.get("ASRLAB_SPOOL") or run_dir / "spool" / f"{name}.jsonl"))
     signal.signal(signal.SIGTERM, _cancel)
     try:
         import torch

@@ -1,0 +1,305 @@
+"""Stages as Ray tasks: the executor behind ``asrlab run/sweep --executor ray [--address ADDR]``.
+
+The supervisor stays the one process that writes the store; Ray only places and runs stages.
+
+- **The lab actor** (``LabActor``, one per lab, detached, named after ``ASRLAB_HOME``, pinned to
+  the supervisor's node with no CPU of its own) submits every stage's task, so the tasks outlive
+  a supervisor that restarts (a new one finds the actor by name and asks it what finished), and
+  is the **event sink**: tasks on any node send it their events in numbered batches; it appends
+  each event, once, to the run's spool on the supervisor's disk, which the supervisor ingests
+  from committed offsets exactly as it ingests a local worker's spool.
+- **A stage task** (``stage_task``) runs the ordinary stage worker (``engine.runner.worker``) in
+  a child process on whichever node Ray picks, with the stage's resources (``cpus`` are also its
+  threads). The child spools to a node-local file; the task forwards new whole lines to the
+  actor a few times a second and once more when the child ends. Each line carries the task's
+  token and a sequence number, so a batch sent twice is appended once.
+- **Storage**: run folders (experiment, checkpoints, models) live on a path every node reaches
+  (``--storage``, default the lab's ``runs`` folder); a stage Ray retries on another node after
+  its node died resumes from its last checkpoint there.
+- **Failures**: Ray retries a task whose worker or node died (``max_retries``); a child whose Ray
+  worker dies is killed with it (``PR_SET_PDEATHSIG``), so a lost node's stage never trains on
+  beside its retry. Cancelling asks the task to stop (SIGTERM to the stage: it ends
+  ``cancelled``), then, after the grace period, Ray kills it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+NAMESPACE = "asrlab"
+MAX_RETRIES = 3
+FORWARD_EVERY_S = 0.3
+
+# what a stage asks of a node unless the experiment says otherwise ([resources.KIND] or the
+# stage's own `resources`); a data-parallel stage asks for one CPU per rank
+DEFAULT_RESOURCES = {
+    "train": {"cpus": 1}, "distill": {"cpus": 1}, "prune_magnitude": {"cpus": 1},
+    "prune_l0": {"cpus": 1}, "las_train": {"cpus": 1}, "las_distill": {"cpus": 1},
+    "finetune": {"cpus": 1}, "evaluate": {"cpus": 1}, "export": {"cpus": 1},
+}
+
+
+def actor_name(home: Path) -> str:
+    return "asrlab-lab-" + hashlib.sha1(str(Path(home).resolve()).encode()).hexdigest()[:12]
+
+
+def stage_resources(exp, stage) -> dict:
+    """``{"cpus", "gpus", "memory"}`` of one stage: its kind's default, the experiment's
+    ``[resources.KIND]``, the stage's own ``resources``, in that order."""
+    from engine.config import memory_bytes
+
+    out = {"cpus": 1.0, "gpus": 0.0, "memory": None, **DEFAULT_RESOURCES.get(stage.kind, {})}
+    ranks = getattr(stage, "nproc", 1)
+    out["cpus"] = max(out["cpus"], float(ranks))
+    for layer in (exp.resources.get(stage.kind), stage.resources):
+        if layer is not None:
+            out.update({k: v for k, v in layer.model_dump().items() if v is not None})
+    out["memory"] = memory_bytes(out["memory"])
+    return out
+
+
+def _die_with_parent() -> None:
+    """In the stage's child: SIGKILL when the Ray worker that started it dies (Linux)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+    os.setsid()
+
+
+def spool_root(env: dict) -> Path:
+    """Where a node keeps the spools of the stages it runs (node-local disk)."""
+    return Path(env.get("ASRLAB_RAY_SPOOL") or Path(tempfile.gettempdir()) / "asrlab-ray")
+
+
+def _read_lines(path: Path, offset: int) -> tuple[list[str], int]:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            chunk = f.read()
+    except OSError:
+        return [], offset
+    end = chunk.rfind(b"\n")
+    if end < 0:
+        return [], offset
+    lines = chunk[: end + 1].decode("utf-8", "replace").splitlines()
+    return [line for line in lines if line.strip()], offset + end + 1
+
+
+def run_stage_here(run_dir: str, stage: str, attempt: int, threads: int, env: dict, sink) -> dict:
+    """The body of a stage task (on whatever node Ray chose): start the worker, forward its
+    events to ``sink`` until it ends. Returns ``{"code", "node", "token"}``."""
+    import ray
+
+    token = uuid.uuid4().hex[:12]
+    node = ray.get_runtime_context().get_node_id()
+    local = spool_root(env) / token / f"{stage}.jsonl"
+    local.parent.mkdir(parents=True, exist_ok=True)
+    key = [Path(run_dir).name, stage]
+    retry = ray.get(sink.started.remote(key, attempt))
+    seq, offset = 0, 0
+
+    def forward(extra: list[dict] = ()) -> None:
+        nonlocal seq, offset
+        lines, offset = _read_lines(local, offset)
+        events = []
+        for line in lines:
+            try:
+                ev = json.loads(line)
+            except ValueError:  # passed on as it is: the supervisor reports malformed lines
+                events.append(line)
+                continue
+            events.append(json.dumps({**ev, "ray_token": token, "seq": seq + len(events)}))
+        for ev in extra:
+            events.append(json.dumps({**ev, "ray_token": token, "seq": seq + len(events)}))
+        if events:
+            ray.get(sink.append.remote(run_dir, stage, token, seq, events))
+            seq += len(events)
+
+    # the stage is running once a node runs it (a task waiting for resources stays queued)
+    forward([{"type": "state", "state": "running", "pid": None, "attempt": attempt + retry,
+              "ts": time.time(), "node": node},
+             {"type": "log", "ts": time.time(),
+              "line": f"stage {stage}: Ray task on node {node[:12]} "
+                      f"({os.uname().nodename}), attempt {attempt + retry}"}])
+    child_env = {**os.environ, **env, "ASRLAB_SPOOL": str(local), "ASRLAB_THREADS": str(threads),
+                 "ASRLAB_ATTEMPT": str(attempt + retry), "PYTHONUNBUFFERED": "1"}
+    log_dir = Path(run_dir) / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / f"{stage}.log", "a") as log:
+        child = subprocess.Popen([sys.executable, "-m", "engine.runner.worker", run_dir, stage],
+                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 env=child_env, preexec_fn=_die_with_parent,
+                                 cwd=env.get("ASRLAB_CWD") or os.getcwd())
+    stopping = None
+    try:
+        while True:
+            try:
+                code = child.wait(timeout=FORWARD_EVERY_S)
+                break
+            except subprocess.TimeoutExpired:
+                forward()
+            except KeyboardInterrupt:  # ray.cancel: ask the stage to end cancelled
+                stopping = stopping or time.monotonic()
+                os.killpg(child.pid, signal.SIGTERM)
+        forward()
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+    return {"code": code, "node": node, "token": token, "cancelled": stopping is not None}
+
+
+class LabActor:
+    """Owner of a lab's Ray tasks and sink of their events (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[tuple[str, str], object] = {}  # (run_id, stage) -> ObjectRef
+        self.next_seq: dict[str, int] = {}  # per task token: events appended so far
+        self.starts: dict[tuple, int] = {}
+        self.files: dict[str, object] = {}
+        import ray
+
+        self.task = ray.remote(run_stage_here)
+
+    def ping(self) -> str:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
+    def submit(self, run_id: str, run_dir: str, stage: str, attempt: int, res: dict,
+               env: dict) -> bool:
+        """Start the stage's task unless one runs already (a restarted supervisor that
+        submits again is a no-op)."""
+        if (run_id, stage) in self.tasks:
+            return False
+        opts = {"num_cpus": res["cpus"], "num_gpus": res["gpus"], "max_retries": MAX_RETRIES,
+                "retry_exceptions": False}
+        if res.get("memory"):
+            opts["memory"] = res["memory"]
+        threads = max(1, int(res["cpus"]))
+        ref = self.task.options(**opts).remote(run_dir, stage, attempt, threads, env,
+                                               self._self())
+        self.tasks[(run_id, stage)] = ref
+        return True
+
+    def _self(self):
+        import ray
+
+        return ray.get_runtime_context().current_actor
+
+    def started(self, key: list, attempt: int) -> int:
+        """How many times this stage's attempt started before (Ray's retries of it)."""
+        k = (key[0], key[1], attempt)
+        n = self.starts.get(k, 0)
+        self.starts[k] = n + 1
+        return n
+
+    def append(self, run_dir: str, stage: str, token: str, first_seq: int,
+               lines: list[str]) -> int:
+        """Append events ``first_seq...`` of task ``token`` to the run's spool; events already
+        appended (a batch sent again) are skipped. Returns the next sequence number."""
+        have = self.next_seq.get(token, 0)
+        fresh = lines[max(0, have - first_seq):] if first_seq <= have else None
+        if fresh is None:
+            raise ValueError(f"{token}: events {have}..{first_seq - 1} never arrived")
+        if fresh:
+            path = Path(run_dir) / "spool" / f"{stage}.jsonl"
+            f = self.files.get(str(path))
+            if f is None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                f = self.files[str(path)] = open(path, "a", encoding="utf-8")
+            f.write("".join(line + "\n" for line in fresh))
+            f.flush()
+            os.fsync(f.fileno())
+        self.next_seq[token] = max(have, first_seq + len(lines))
+        return self.next_seq[token]
+
+    def poll(self, keys: list) -> dict:
+        """For each ``[run_id, stage]`` asked about: "running", "unknown" (this actor never
+        ran it), or the finished task's ``{"code", ...}`` / ``{"error": ...}``."""
+        import ray
+
+        out = {}
+        refs = {tuple(k): self.tasks.get(tuple(k)) for k in keys}
+        live = [r for r in refs.values() if r is not None]
+        ready = set(ray.wait(live, num_returns=len(live), timeout=0)[0]) if live else set()
+        for k, ref in refs.items():
+            name = f"{k[0]}/{k[1]}"
+            if ref is None:
+                out[name] = "unknown"
+            elif ref not in ready:
+                out[name] = "running"
+            else:
+                try:
+                    out[name] = ray.get(ref)
+                except ray.exceptions.TaskCancelledError:
+                    out[name] = {"cancelled": True, "code": None}
+                except Exception as e:  # noqa: BLE001 - Ray's reason, for the stage's error
+                    out[name] = {"error": f"{type(e).__name__}: {str(e).strip()[-600:]}"}
+                del self.tasks[k]
+        return out
+
+    def cancel(self, run_id: str, stage: str, force: bool = False) -> bool:
+        import ray
+
+        ref = self.tasks.get((run_id, stage))
+        if ref is None:
+            return False
+        ray.cancel(ref, force=force)
+        return True
+
+
+class RayExecutor:
+    """The supervisor's side: connect (or start a local Ray), get the lab actor, and submit,
+    poll and cancel stages through it."""
+
+    def __init__(self, home: Path, address: str | None) -> None:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        import ray
+
+        self.ray = ray
+        self.address = address
+        if not ray.is_initialized():
+            kwargs = {"namespace": NAMESPACE, "log_to_driver": False,
+                      "include_dashboard": False, "configure_logging": False}
+            if address:
+                ray.init(address=address, **kwargs)
+            else:
+                ray.init(**kwargs)
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        here = ray.get_runtime_context().get_node_id()
+        cls = ray.remote(LabActor)
+        self.actor = cls.options(
+            name=actor_name(home), namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+            num_cpus=0, max_concurrency=1,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False)).remote()
+        ray.get(self.actor.ping.remote(), timeout=120)
+
+    def submit(self, run_id: str, run_dir: str, stage: str, attempt: int, res: dict) -> None:
+        env = {k: v for k, v in os.environ.items()
+               if k.startswith(("ASRLAB_", "OMP_", "PYTHONPATH"))}
+        env["ASRLAB_CWD"] = os.getcwd()
+        self.ray.get(self.actor.submit.remote(run_id, run_dir, stage, attempt, res, env))
+
+    def poll(self, keys: list[tuple[str, str]]) -> dict:
+        if not keys:
+            return {}
+        return self.ray.get(self.actor.poll.remote([list(k) for k in keys]), timeout=60)
+
+    def cancel(self, key: tuple[str, str], force: bool = False) -> None:
+        self.ray.get(self.actor.cancel.remote(key[0], key[1], force))
+
+    def shutdown(self) -> None:
+        self.ray.shutdown()
