@@ -450,6 +450,8 @@ def fit(stage, ctx: Context, trained, out: Path | None = None, limits=None, step
     path = trainer.run()
     if bar is not None:
         bar.close()
+    if path is None:  # a DDP rank other than 0: rank 0 saves and reports the model
+        return {}
     # embed the tokenizer so the model file decodes to text on its own
     final, meta = load_model(path, inference=False)
     meta["tokenizer"] = torch.frombuffer(bytearray(tok.proto()), dtype=torch.uint8)

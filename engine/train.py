@@ -9,6 +9,13 @@ keeps every random draw in one checkpointed place.
 
 Metrics go to ``OUT/metrics.jsonl`` every ``log_every`` steps: loss terms per token, learning
 rate, gradient norm, seconds of audio per second, resident memory.
+
+**Data-parallel** (a stage with ``nproc > 1``, started by torchrun with a process group): every
+rank draws the same global batch from the same sampler and takes every ``world``-th cut of it
+(longest first, so ranks pad alike); the loss is scaled by ``world / global batch`` so DDP's
+gradient average is exactly the single-process gradient of the global batch. Loss terms are
+summed over ranks before they are logged. Rank 0 alone writes metrics, checkpoints and the
+model; every rank resumes from the newest checkpoint.
 """
 
 from __future__ import annotations
@@ -112,11 +119,26 @@ class Trainer:
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, [main, main] + [lambda s: 1.0] * len(own))
         self.progress = Progress()
+        import torch.distributed as dist
+
+        self.world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        self.rank = dist.get_rank() if self.world > 1 else 0
+        self.forward = model
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # parameters start equal (rank 0's are broadcast); gradients are averaged
+            self.forward = DistributedDataParallel(model, find_unused_parameters=True)
+            # each rank's own augmentation draws (a single process draws for the whole batch)
+            self.specaug_gen.manual_seed(seed + 1000 * self.rank)
 
     # ----- checkpoints -------------------------------------------------------------------------
     def _sampler(self, epoch: int) -> DynamicBucketingSampler:
+        # world_size=1: every rank draws the same global batch and shards it itself (_shard);
+        # lhotse's own DDP split would give each rank other batches than one process takes
         sampler = DynamicBucketingSampler(self.cuts, max_duration=self.cfg.max_duration,
-                                          shuffle=True, seed=self.seed, num_buckets=10)
+                                          shuffle=True, seed=self.seed, num_buckets=10,
+                                          world_size=1, rank=0)
         sampler.set_epoch(epoch)
         return sampler
 
@@ -139,6 +161,8 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         path = self.ckpt_dir / f"step-{self.progress.step:08d}.pt"
+        if self.rank != 0:  # rank 0 writes; the others hold the same weights
+            return path
         atomic_save(self._state(), path)
         for old in sorted(self.ckpt_dir.glob("step-*.pt"))[: -self.cfg.keep_checkpoints]:
             old.unlink()
@@ -159,6 +183,8 @@ class Trainer:
         self.progress = Progress(**st["progress"])
         torch.set_rng_state(st["rng"]["torch"])
         self.specaug_gen.set_state(st["rng"]["specaug"])
+        if self.rank:  # rank 0's generator was saved: the others draw their own from here
+            self.specaug_gen.manual_seed(self.seed + 1000 * self.rank + self.progress.step)
         _set_np_state(st["rng"]["numpy"])
         random.setstate(st["rng"]["python"])
         if self.dataset.noise is not None and st["rng"]["noise"] is not None:
@@ -170,12 +196,14 @@ class Trainer:
     def _truncate_metrics(self, step: int) -> None:
         """Drop metric lines logged after the checkpoint we resume from (they will be redone)."""
         path = self.out / "metrics.jsonl"
-        if path.exists():
+        if path.exists() and self.rank == 0:
             keep = [l for l in path.read_text().splitlines() if l and json.loads(l)["step"] <= step]
             path.write_text("".join(l + "\n" for l in keep))
 
     # ----- the loop ----------------------------------------------------------------------------
     def _log(self, row: dict) -> None:
+        if self.rank != 0:
+            return
         with open(self.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
         if self.on_metrics:
@@ -215,7 +243,7 @@ class Trainer:
                     self._log_window(window)
                 if p.step % self.cfg.checkpoint_every == 0:
                     self.save_checkpoint()
-                if self.on_step:
+                if self.on_step and self.rank == 0:
                     self.on_step(p.step)
                 if self._done():
                     break
@@ -225,16 +253,30 @@ class Trainer:
             self._log_window(window)
         if not (self.ckpt_dir / f"step-{self.progress.step:08d}.pt").exists():
             self.save_checkpoint()
+        if self.rank != 0:
+            return None
         return self._final_model()
 
+    def _shard(self, cuts: CutSet) -> tuple[CutSet, float | None]:
+        """This rank's part of the global batch and what its summed loss is divided by, so
+        that DDP's average is the gradient of the global batch's mean (None: a stand-in)."""
+        if self.world == 1:
+            return cuts, len(cuts)
+        ordered = sorted(cuts, key=lambda c: (-c.duration, c.id))
+        mine = ordered[self.rank::self.world]
+        if not mine:  # fewer cuts than ranks: a rank still takes part, with weight 0
+            return CutSet.from_cuts(ordered[:1]), None
+        return CutSet.from_cuts(mine), len(ordered) / self.world
+
     def _step(self, cuts: CutSet, window: dict) -> None:
+        cuts, denom = self._shard(cuts)
         batch = self.dataset[cuts]
         warm = self.cfg.loss_warmup_steps
-        out = self.model(batch["features"], batch["feature_lens"], batch["tokens"],
-                         batch["token_lens"], warmup=min(1.0, self.progress.step / warm) if warm else 1.0)
-        n = batch["features"].shape[0]
+        out = self.forward(batch["features"], batch["feature_lens"], batch["tokens"],
+                           batch["token_lens"],
+                           warmup=min(1.0, self.progress.step / warm) if warm else 1.0)
         self.opt.zero_grad(set_to_none=True)
-        (out["loss"] / n).backward()
+        (out["loss"] / denom if denom else out["loss"] * 0.0).backward()
         grad = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         if torch.isfinite(grad):
             self.opt.step()
@@ -242,9 +284,11 @@ class Trainer:
         self.progress.step += 1
         if hasattr(self.model, "after_step"):  # a pruner re-applies its masks, updates them
             self.model.after_step(self.progress.step)
-        audio = sum(c.duration for c in cuts)
+        audio = sum(c.duration for c in cuts) if denom else 0.0
+        tokens = int(batch["token_lens"].sum()) if denom else 0
+        if not denom:  # a stand-in cut of a rank with no share of the batch counts for nothing
+            out = {k: v * 0.0 if torch.is_tensor(v) else v for k, v in out.items()}
         self.progress.audio_seconds += audio
-        tokens = int(batch["token_lens"].sum())
         window["loss"] += out["loss"].item()
         window["rnnt"] += out["rnnt"].item()
         window["ctc"] += float(out["ctc"].item()) if "ctc" in out else 0.0
@@ -257,8 +301,26 @@ class Trainer:
         window["grad"] += float(grad)
         window["steps"] += 1
 
+    def _sum_ranks(self, w: dict) -> dict:
+        """The window summed over ranks (every rank calls this at the same steps)."""
+        if self.world == 1:
+            return dict(w)
+        import torch.distributed as dist
+
+        keys = sorted(k for k in w if k not in ("grad", "steps", "time"))
+        t = torch.tensor([float(w[k]) for k in keys], dtype=torch.float64)
+        dist.all_reduce(t)
+        return {**w, **{k: (int(v) if isinstance(w[k], int) else float(v))
+                        for k, v in zip(keys, t.tolist())}}
+
     def _log_window(self, w: dict) -> None:
         p = self.progress
+        audio_here = w["audio"]
+        w_all = self._sum_ranks(w)
+        for k in w:  # this rank's window starts again
+            w[k] = 0 if isinstance(w[k], int) else 0.0
+        w = w_all
+        p.audio_seconds += w["audio"] - audio_here  # the other ranks' share of this window
         row = {"step": p.step, "epoch": p.epoch,
                "loss": w["loss"] / max(w["tokens"], 1), "rnnt": w["rnnt"] / max(w["tokens"], 1),
                "lr": self.opt.param_groups[0]["lr"], "grad_norm": w["grad"] / max(w["steps"], 1),
@@ -274,8 +336,6 @@ class Trainer:
         if hasattr(self.model, "metrics"):  # e.g. a pruner's target and reached sparsity
             row.update(self.model.metrics())
         self._log(row)
-        for k in w:
-            w[k] = 0 if isinstance(w[k], int) else 0.0
 
     def _final_model(self) -> Path:
         """Average the last ``average_last`` checkpoints' weights into ``OUT/model.pt``."""

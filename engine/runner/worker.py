@@ -30,12 +30,64 @@ def _cancel(signum, frame):
     raise Cancelled()
 
 
+def _rank() -> int | None:
+    """This process's DDP rank when torchrun started it for a data-parallel stage, else None."""
+    if "LOCAL_RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return int(os.environ["RANK"])
+    return None
+
+
+class _Quiet:
+    """The spool of a DDP rank other than 0: rank 0 alone reports."""
+
+    def emit(self, type_: str, **data) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _torchrun(stage, run_dir: Path, name: str, log) -> dict:
+    """Run the stage data-parallel: ``torchrun`` starts ``nproc`` ranks of this worker (DDP over
+    gloo); rank 0 reports and writes the outputs, this process waits for them all."""
+    import subprocess
+
+    threads = max(1, int(os.environ.get("ASRLAB_THREADS") or 1) // stage.nproc)
+    errors = run_dir / name / "ranks"
+    errors.mkdir(parents=True, exist_ok=True)
+    for f in errors.glob("*.error"):
+        f.unlink()
+    (run_dir / name / "outputs.json").unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
+           f"--nproc-per-node={stage.nproc}", "-m", "engine.runner.worker", str(run_dir), name]
+    log(f"stage {name}: {stage.nproc} DDP processes (gloo), {threads} thread(s) each")
+    p = subprocess.Popen(cmd, env={**os.environ, "ASRLAB_THREADS": str(threads),
+                                   "OMP_NUM_THREADS": str(threads)})
+    try:
+        code = p.wait()
+    except Cancelled:
+        p.send_signal(signal.SIGTERM)  # torchrun passes it on to every rank
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+        raise
+    done = run_dir / name / "outputs.json"
+    if code != 0 or not done.exists():
+        why = [f.read_text() for f in sorted(errors.glob("*.error"))]
+        raise RuntimeError(f"torchrun exited with status {code}"
+                           + (f"; {why[0]}" if why else "; see the stage's log"))
+    return json.loads(done.read_text())
+
+
 def main(argv: list[str]) -> int:
     run_dir, name = Path(argv[0]).resolve(), argv[1]
     from engine.runner.spool import SpoolWriter
 
+    rank = _rank()
     # a Ray task on another node gives a node-local spool and forwards it (ray_executor)
-    spool = SpoolWriter(Path(os.environ.get("ASRLAB_SPOOL") or run_dir / "spool" / f"{name}.jsonl"))
+    spool = _Quiet() if rank else SpoolWriter(
+        Path(os.environ.get("ASRLAB_SPOOL") or run_dir / "spool" / f"{name}.jsonl"))
     signal.signal(signal.SIGTERM, _cancel)
     try:
         import torch
@@ -59,15 +111,31 @@ def main(argv: list[str]) -> int:
             done = run_dir / st.name / "outputs.json"
             if st.name != name and done.exists():
                 ctx.outputs[st.name] = json.loads(done.read_text())
+        if rank is not None:  # one of torchrun's ranks
+            import torch.distributed as dist
+
+            dist.init_process_group("gloo")
+            torch.set_num_threads(int(os.environ.get("ASRLAB_THREADS") or 1))
+            try:
+                outputs = STAGE_KINDS[stage.kind](stage, ctx)
+                if rank == 0:  # the launcher reports it done
+                    write_json_atomic(run_dir / name / "outputs.json", outputs)
+            finally:
+                dist.destroy_process_group()
+            return 0
         log(f"stage {name} ({stage.kind}) started, pid {os.getpid()}")
-        outputs = STAGE_KINDS[stage.kind](stage, ctx)
+        if getattr(stage, "nproc", 1) > 1:
+            outputs = _torchrun(stage, run_dir, name, log)
+        else:
+            outputs = STAGE_KINDS[stage.kind](stage, ctx)
         (run_dir / name).mkdir(parents=True, exist_ok=True)
         write_json_atomic(run_dir / name / "outputs.json", outputs)
         spool.emit("state", state="done", outputs=outputs)
         return 0
     except Cancelled:
         print(f"stage {name} cancelled", flush=True)
-        spool.emit("state", state="cancelled")
+        if rank is None:
+            spool.emit("state", state="cancelled")
         return 0
     except BaseException as e:  # noqa: BLE001 - every failure is reported, then re-signalled
         if _cancelled:  # SIGTERM mid-import leaves a half-imported module that fails otherwise
@@ -76,6 +144,13 @@ def main(argv: list[str]) -> int:
             return 0
         traceback.print_exc()
         msg = str(e) or type(e).__name__
+        if rank is not None:  # the launcher reports the first rank's error
+            try:
+                (run_dir / name / "ranks" / f"{rank}.error").write_text(
+                    f"rank {rank}: {type(e).__name__}: {msg}"[:2000])
+            except OSError:
+                pass
+            return 1
         spool.emit("state", state="failed", error=f"{type(e).__name__}: {msg}"[:2000])
         return 1
     finally:
