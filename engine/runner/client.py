@@ -87,6 +87,25 @@ def send(home: Path, op: str, **fields) -> Path:
     return folder / name
 
 
+def _check_address(address: str) -> None:
+    """A Ray address that nothing answers at fails now, not in the supervisor (whose
+    ``ray.init`` would wait a minute for it)."""
+    import socket
+
+    from engine.config import ConfigError
+
+    hostport = address.split("://", 1)[-1]
+    if address == "auto" or ":" not in hostport:
+        return
+    host, port = hostport.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--address {address}: no Ray cluster answers there ({e}); start one "
+                          f"with `ray start --head` or leave --address out for a local Ray"
+                          ) from None
+
+
 def submit(home: Path, data: dict, source: str, grids: list[str] | tuple = (),
            executor: str = "local", reuse: bool = False, address: str | None = None,
            storage: Path | None = None) -> list[dict]:
@@ -105,12 +124,15 @@ def submit(home: Path, data: dict, source: str, grids: list[str] | tuple = (),
     if storage and not Path(storage).is_dir():
         raise ConfigError(f"--storage {storage}: no such folder (it must exist and be "
                           f"reachable from every node)")
+    if address:
+        _check_address(address)
     combos = expand_grid(data, parse_grid(list(grids)), source)
     for _, exp in combos:
         for st in exp.stages:
-            if getattr(st, "nnodes", 1) > 1 and executor != "ray":
-                raise ConfigError(f"{source}: stage {st.name!r}: nnodes = {st.nnodes} needs "
-                                  f"--executor ray (the local pool has one node)")
+            if getattr(st, "nnodes", 1) > 1:
+                raise ConfigError(f"{source}: stage {st.name!r}: nnodes = {st.nnodes}: a stage "
+                                  f"spans one node for now: set nproc (ranks on that node) "
+                                  f"and nnodes = 1")
     for i, (assignment, exp) in enumerate(combos):
         if not exp.data.corpus.startswith("builtin:"):
             # a missing folder fails now, not in a worker; a relative one means here
