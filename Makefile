@@ -39,8 +39,10 @@ demo: setup
 	$(BIN)/asrlab results
 	@$(BIN)/asrlab ui --background --port $(UI_PORT)
 
+# test files spread over TEST_WORKERS processes, each file whole in one (its fixtures built once)
+TEST_WORKERS ?= 2
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 bench: setup
 	$(BIN)/python benchmarks/bench_data.py

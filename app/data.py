@@ -69,6 +69,7 @@ def stage_table(runs: list[dict]) -> pd.DataFrame:
                          "kind": s["kind"], "state": s["state"], "progress": s["progress"],
                          "step": m.get("step"), "loss": m.get("loss"),
                          "minutes": m.get("train_minutes"), "attempt": s["attempt"],
+                         "executor": s.get("executor") or "local",
                          "error": s.get("error") or ""})
     return pd.DataFrame(rows)
 

@@ -32,10 +32,13 @@ def tiny_corpus(root: Path, seed: int = 0) -> Path:
 
 
 def tiny_tokenizer(corpus: Path, vocab_size: int = 64) -> Tokenizer:
+    from engine.locks import file_lock
+
     path = tokenizer_dir(corpus, vocab_size)
-    if not (path / "tokenizer.model").exists():
-        texts = [s.text for s in load_supervisions(corpus, "train")]
-        train_tokenizer(texts, path, vocab_size)
+    with file_lock(Path(corpus) / ".prepare.lock"):  # test processes side by side share it
+        if not (path / "tokenizer.model").exists():
+            texts = [s.text for s in load_supervisions(corpus, "train")]
+            train_tokenizer(texts, path, vocab_size)
     return Tokenizer(path)
 
 

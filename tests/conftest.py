@@ -14,8 +14,15 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory) -> Path:
-    """The tiny synthesized corpus (about 200 real espeak-ng/flite utterances)."""
-    return testing.tiny_corpus(tmp_path_factory.mktemp("tiny"))
+    """The tiny synthesized corpus (about 200 real espeak-ng/flite utterances), one per test
+    session: `make test`'s parallel workers (pytest-xdist) share it, the first one makes it."""
+    from engine.locks import file_lock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's folder above every worker's own
+    with file_lock(root / "tiny.lock"):
+        return testing.tiny_corpus(root / "tiny0")
 
 
 @pytest.fixture(scope="session")

@@ -48,9 +48,11 @@ def write_json_atomic(path: Path, obj) -> None:
 
 
 @contextmanager
-def atomic_dir(target: Path):
+def atomic_dir(target: Path, keep_existing: bool = False):
     """Yield a fresh folder beside ``target``; when the block succeeds it replaces ``target``,
-    when it fails it is removed. Nothing half-written is ever left at ``target``."""
+    when it fails it is removed. Nothing half-written is ever left at ``target``.
+    ``keep_existing``: a cache another process finished first stays (ours is dropped), so a
+    folder someone may be reading is never replaced."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=target.name + ".partial-", dir=target.parent))
@@ -60,8 +62,16 @@ def atomic_dir(target: Path):
         shutil.rmtree(work, ignore_errors=True)
         raise
     if target.exists():
+        if keep_existing:
+            shutil.rmtree(work, ignore_errors=True)
+            return
         shutil.rmtree(target)
-    os.replace(work, target)
+    try:
+        os.replace(work, target)
+    except OSError:
+        if not (keep_existing and target.exists()):  # lost the race to another process
+            raise
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def write_manifests(root: Path, split: str, recordings: RecordingSet,

@@ -118,7 +118,8 @@ def compute_features(corpus: Path, split: str, settings: FbankSettings = DEFAULT
         return CutSet.from_file(cuts_path)
     cuts = load_cuts(corpus, split).to_eager()
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(cuts)))
-    with atomic_dir(target) as work:
+    # the same features whoever computes them: a cache finished first by another worker stays
+    with atomic_dir(target, keep_existing=True) as work:
         dicts = [c.to_dict() for c in cuts]
         # Shards of ~100 cuts: a fine-grained progress bar and balanced workers.
         step = max(1, min(100, -(-len(dicts) // jobs)))

@@ -89,7 +89,7 @@ def train_tokenizer(texts: list[str], out_dir: Path, vocab_size: int = 256,
     if not texts:
         raise ValueError("no non-empty transcripts to train a tokenizer on")
     out_dir = Path(out_dir)
-    with atomic_dir(out_dir) as work:
+    with atomic_dir(out_dir, keep_existing=True) as work:
         (work / "text.txt").write_text("\n".join(texts) + "\n")
         spm.SentencePieceTrainer.train(
             input=str(work / "text.txt"), model_prefix=str(work / "tokenizer"),

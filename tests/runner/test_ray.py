@@ -147,3 +147,26 @@ def test_cancel_stops_the_ray_task_and_resume_continues(cluster, lab):
     assert [s["state"] for s in st["stages"]] == ["done", "done", "cancelled"], st
     assert "resumed from" in (lab.run_dir(rid) / "logs" / "model.log").read_text()
     lab.assert_ingested_exactly_once(rid)
+
+
+def test_a_killed_supervisor_leaves_its_ray_stages_running(cluster, lab):
+    """The lab actor owns the tasks: a supervisor killed with kill -9 loses no stage, and the
+    next one finds the actor by name and follows the same task to its end."""
+    import signal
+
+    c, _ = cluster
+    exp = lab.experiment(steps=80, checkpoint_every=10, log_every=5)
+    rid = json.loads(lab.cli("run", str(exp), "--executor", "ray", "--address", c.address,
+                             "--json"))["run_id"]
+    spool = lab.run_dir(rid) / "spool" / "model.jsonl"
+    lab.wait_for(lambda: spool.exists() and '"metrics"' in spool.read_text(), "training")
+    sup = json.loads(lab.cli("supervisor", "status", "--json"))["pid"]
+    os.kill(sup, signal.SIGKILL)
+    time.sleep(3)  # the stage trains on, its events wait in the spool
+    lab.cli("supervisor", "start")
+    st = lab.wait(rid, timeout=300)
+    assert st["state"] == "done", st
+    assert lab.stage(rid, "model")["attempt"] == 1  # the same task, never started again
+    starts = [ev for ev in _events(spool) if ev["type"] == "state" and ev["state"] == "running"]
+    assert len(starts) == 1
+    lab.assert_ingested_exactly_once(rid)
