@@ -8,8 +8,11 @@ stages one supervisor can ingest for.
   simulated two-node cluster (``ray.cluster_utils.Cluster``, 1 CPU per node: the same two stages
   at a time); wall-clock from submission to the last stage done, and the overhead per stage;
 - torchrun: the tiny model's train stage, 60 steps, 1 process vs ``nproc = 2`` (DDP over gloo),
-  alternating 1, 2, 1, 2 in one lab; training seconds per step (from the stage's metrics) and the
-  stage's wall-clock. This machine has 2 cores: it shows DDP's overhead, not a speed-up;
+  alternating 1, 2, 1, 2 in one lab, the stage's 2 threads split between the ranks; training
+  seconds per step (from the stage's metrics) and the stage's wall-clock (torchrun's start-up
+  included);
+- sink: the lab actor's ``append`` (the Ray path of every event: one actor call per batch,
+  fsync'd) called back to back from this process, batches of 10 events: calls per second;
 - ingestion: the supervisor's spool -> DuckDB rate (``bench_engine.ingestion``, metric events),
   divided by the event rate a training stage produces (measured on the sweep's stages): how many
   stages train at once before one supervisor's writer saturates.
@@ -34,6 +37,7 @@ from bench_data import report  # noqa: E402
 from bench_engine import ingestion  # noqa: E402
 
 from engine import testing  # noqa: E402
+from engine.runner.ray_executor import FORWARD_EVERY_S as FORWARD_S  # noqa: E402
 
 
 def sweep(lab: testing.Lab, exp: Path, runs: int, *extra: str) -> tuple[float, list[dict]]:
@@ -103,6 +107,28 @@ def torchrun(lab: testing.Lab, steps: int, repeats: int) -> dict[int, dict[str, 
     return out
 
 
+def sink_rate(address: str, tmp: Path, calls: int = 2000) -> float:
+    """Batches per second the lab actor appends (round trip included), one caller."""
+    import ray
+
+    from engine.runner.ray_executor import LabActor
+
+    ray.init(address=address, namespace="asrlab-bench", log_to_driver=False)
+    try:
+        actor = ray.remote(LabActor).options(num_cpus=0).remote()
+        run_dir = tmp / "sink-run"
+        (run_dir / "spool").mkdir(parents=True)
+        batch = [json.dumps({"type": "metrics", "ts": 0.0, "step": i, "data": {"loss": 1.0}})
+                 for i in range(10)]
+        ray.get(actor.append.remote(str(run_dir), "model", "warm", 0, batch))
+        t0 = time.perf_counter()
+        for i in range(calls):
+            ray.get(actor.append.remote(str(run_dir), "model", "bench", i * 10, batch))
+        return calls / (time.perf_counter() - t0)
+    finally:
+        ray.shutdown()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--runs", type=int, default=8)
@@ -135,6 +161,8 @@ def main() -> None:
                                          "--address", cluster.address)
             print(f"ray, two nodes: {args.runs} runs in {ray_wall:.1f} s", flush=True)
             rate, byte_rate = event_rate(remote, ray_states)
+            sink = sink_rate(cluster.address, tmp)
+            print(f"lab actor: {sink:,.0f} appends/s", flush=True)
             local.shutdown()
             os.environ["ASRLAB_WORKERS"] = "1"
             os.environ["ASRLAB_THREADS"] = "2"
@@ -159,20 +187,25 @@ def main() -> None:
          f"{ray_wall:.1f} s wall ({ray_wall / local_wall:.2f}x); stage median "
          f"{statistics.median(rs):.1f} s; overhead {(ray_wall - local_wall) / n_stages * 2:+.2f} "
          f"s per stage (2 at a time)"),
-        (f"torchrun, tiny model, {args.ddp_steps} steps, 1 process vs 2 DDP ranks (gloo), "
-         f"median of {args.repeats}",
+        (f"torchrun, tiny model, {args.ddp_steps} steps, 1 process x 2 threads vs 2 DDP ranks "
+         f"(gloo) x 1 thread, median of {args.repeats}",
          f"{med[1][0] * 1000:.0f} vs {med[2][0] * 1000:.0f} ms per step "
-         f"({med[2][0] / med[1][0]:.2f}x); stage wall {med[1][1]:.1f} vs {med[2][1]:.1f} s. "
-         f"2 cores: overhead, not speed-up (each rank has 1 thread where 1 process has 2)"),
+         f"({med[1][0] / med[2][0]:.2f}x the speed); stage wall {med[1][1]:.1f} vs "
+         f"{med[2][1]:.1f} s ({med[2][1] - med[1][1]:+.1f} s: torchrun's start-up and a second "
+         f"Python + torch)"),
         (f"supervisor ingestion, {args.events:,} metric events spool -> DuckDB",
          f"{ingest:,.0f} events/s"),
         ("events a tiny train stage produces (log every 5 steps, periodic evals off)",
          f"{rate:.1f} events/s, {byte_rate / 1000:.1f} kB/s"),
+        ("lab actor (Ray event sink), batches of 10 events, one caller, fsync each",
+         f"{sink:,.0f} batches/s = {10 * sink:,.0f} events/s"),
         ("on paper: training stages one supervisor can ingest for",
-         f"{ingest / rate:,.0f} tiny stages at once; a real stage (~1 step/s, metrics + progress "
-         f"every 10 steps: {teacher_rate:.1f} events/s) {ingest / teacher_rate:,.0f}. Evaluations "
-         f"(one hyps row per utterance) are the bursts: a 2,600-utterance test set is 2,600 rows, "
-         f"{2600 / ingest * 1000:.0f} ms of the writer"),
+         f"DuckDB writer: {ingest / rate:,.0f} tiny stages at once, or "
+         f"{ingest / teacher_rate:,.0f} real ones (~1 step/s, metrics + progress every 10 steps: "
+         f"{teacher_rate:.1f} events/s). Through Ray the lab actor comes first: each stage "
+         f"forwards every {FORWARD_S} s while it has news, so {sink * FORWARD_S:,.0f} stages "
+         f"forwarding at once saturate it. Evaluations (one hyps row per utterance) are bursts: "
+         f"2,600 rows are {2600 / ingest * 1000:.0f} ms of the writer"),
     ]
     report("Scale out", "`benchmarks/bench_scale.py`", rows)
 

@@ -129,10 +129,9 @@ def submit(home: Path, data: dict, source: str, grids: list[str] | tuple = (),
     combos = expand_grid(data, parse_grid(list(grids)), source)
     for _, exp in combos:
         for st in exp.stages:
-            if getattr(st, "nnodes", 1) > 1:
-                raise ConfigError(f"{source}: stage {st.name!r}: nnodes = {st.nnodes}: a stage "
-                                  f"spans one node for now: set nproc (ranks on that node) "
-                                  f"and nnodes = 1")
+            if getattr(st, "nnodes", 1) > 1 and executor != "ray":
+                raise ConfigError(f"{source}: stage {st.name!r}: nnodes = {st.nnodes} needs "
+                                  f"--executor ray (the local pool has one node)")
     for i, (assignment, exp) in enumerate(combos):
         if not exp.data.corpus.startswith("builtin:"):
             # a missing folder fails now, not in a worker; a relative one means here

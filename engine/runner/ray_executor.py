@@ -65,6 +65,7 @@ def stage_resources(exp, stage) -> dict:
         if layer is not None:
             out.update({k: v for k, v in layer.model_dump().items() if v is not None})
     out["memory"] = memory_bytes(out["memory"])
+    out["nnodes"] = getattr(stage, "nnodes", 1)  # each node gets the cpus, gpus and memory
     return out
 
 
@@ -106,6 +107,12 @@ def run_stage_here(run_dir: str, stage: str, attempt: int, threads: int, env: di
     local = spool_root(env) / token / f"{stage}.jsonl"
     local.parent.mkdir(parents=True, exist_ok=True)
     key = [Path(run_dir).name, stage]
+    node_rank = int(env.get("ASRLAB_NODE_RANK") or 0)
+    env = dict(env)
+    if "ASRLAB_NNODES" in env:  # one node of a multi-node torchrun stage
+        env["ASRLAB_MASTER"] = _rendezvous(sink, key, attempt, node_rank)
+    if node_rank > 0:  # a helper node: its ranks train, node 0 reports
+        return _helper(run_dir, stage, threads, env, node, token, local)
     retry = ray.get(sink.started.remote(key, attempt))
     seq, offset = 0, 0
 
@@ -160,6 +167,53 @@ def run_stage_here(run_dir: str, stage: str, attempt: int, threads: int, env: di
     return {"code": code, "node": node, "token": token, "cancelled": stopping is not None}
 
 
+def _rendezvous(sink, key: list, attempt: int, node_rank: int, timeout: float = 600.0) -> str:
+    """``host:port`` of node 0's torchrun master: node 0 picks a free port on its address and
+    tells the lab actor; the other nodes ask it until it is there."""
+    import socket
+
+    import ray
+
+    if node_rank == 0:
+        with socket.socket() as s:
+            s.bind(("", 0))
+            port = s.getsockname()[1]
+        master = f"{ray.util.get_node_ip_address()}:{port}"
+        ray.get(sink.set_master.remote(key, attempt, master))
+        return master
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        master = ray.get(sink.get_master.remote(key, attempt))
+        if master:
+            return master
+        time.sleep(0.2)
+    raise TimeoutError(f"node 0 of {key[0]}/{key[1]} never started its torchrun master")
+
+
+def _helper(run_dir: str, stage: str, threads: int, env: dict, node: str, token: str,
+            local: Path) -> dict:
+    """Node ``ASRLAB_NODE_RANK`` > 0 of a multi-node stage: its torchrun ranks, quiet."""
+    child_env = {**os.environ, **env, "ASRLAB_SPOOL": str(local), "ASRLAB_THREADS": str(threads),
+                 "PYTHONUNBUFFERED": "1"}
+    log_dir = Path(run_dir) / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / f"{stage}.node{env['ASRLAB_NODE_RANK']}.log", "a") as log:
+        child = subprocess.Popen([sys.executable, "-m", "engine.runner.worker", run_dir, stage],
+                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 env=child_env, preexec_fn=_die_with_parent,
+                                 cwd=env.get("ASRLAB_CWD") or os.getcwd())
+    try:
+        code = child.wait()
+    except KeyboardInterrupt:
+        os.killpg(child.pid, signal.SIGTERM)
+        code = child.wait()
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+    return {"code": code, "node": node, "token": token, "cancelled": False}
+
+
 class LabActor:
     """Owner of a lab's Ray tasks and sink of their events (see the module docstring)."""
 
@@ -168,6 +222,10 @@ class LabActor:
         self.next_seq: dict[str, int] = {}  # per task token: events appended so far
         self.starts: dict[tuple, int] = {}
         self.files: dict[str, object] = {}
+        self.helpers: dict[tuple[str, str], list] = {}  # the other nodes of a multi-node stage
+        self.groups: dict[tuple[str, str], object] = {}  # their placement groups
+        self.masters: dict[tuple, str] = {}
+        self.helper_error: dict[tuple[str, str], str] = {}
         import ray
 
         self.task = ray.remote(run_stage_here)
@@ -188,10 +246,51 @@ class LabActor:
         if res.get("memory"):
             opts["memory"] = res["memory"]
         threads = max(1, int(res["cpus"]))
-        ref = self.task.options(**opts).remote(run_dir, stage, attempt, threads, env,
-                                               self._self())
-        self.tasks[(run_id, stage)] = ref
+        nnodes = int(res.get("nnodes") or 1)
+        if nnodes == 1:
+            self.tasks[(run_id, stage)] = self.task.options(**opts).remote(
+                run_dir, stage, attempt, threads, env, self._self())
+            return True
+        # one task per node, each on its own node (STRICT_SPREAD); a lost node fails the
+        # stage as a whole (its peers' collectives break), and resume restarts it from its
+        # last checkpoint, so the tasks are not retried one by one
+        from ray.util.placement_group import placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        bundle = {"CPU": res["cpus"]}
+        if res["gpus"]:
+            bundle["GPU"] = res["gpus"]
+        if res.get("memory"):
+            bundle["memory"] = res["memory"]
+        pg = placement_group([bundle] * nnodes, strategy="STRICT_SPREAD")
+        refs = []
+        for i in range(nnodes):
+            o = {**opts, "max_retries": 0, "scheduling_strategy": PlacementGroupSchedulingStrategy(
+                pg, placement_group_bundle_index=i)}
+            refs.append(self.task.options(**o).remote(
+                run_dir, stage, attempt, threads,
+                {**env, "ASRLAB_NNODES": str(nnodes), "ASRLAB_NODE_RANK": str(i)}, self._self()))
+        self.tasks[(run_id, stage)] = refs[0]
+        self.helpers[(run_id, stage)] = refs[1:]
+        self.groups[(run_id, stage)] = pg
         return True
+
+    def set_master(self, key: list, attempt: int, master: str) -> None:
+        self.masters[(key[0], key[1], attempt)] = master
+
+    def get_master(self, key: list, attempt: int) -> str | None:
+        return self.masters.get((key[0], key[1], attempt))
+
+    def _end_group(self, k: tuple, force_main: bool = False) -> None:
+        import ray
+
+        for ref in self.helpers.pop(k, []):
+            ray.cancel(ref, force=True)
+        if force_main and k in self.tasks:
+            ray.cancel(self.tasks[k], force=True)
+        pg = self.groups.pop(k, None)
+        if pg is not None:
+            ray.util.remove_placement_group(pg)
 
     def _self(self):
         import ray
@@ -232,8 +331,20 @@ class LabActor:
 
         out = {}
         refs = {tuple(k): self.tasks.get(tuple(k)) for k in keys}
-        live = [r for r in refs.values() if r is not None]
+        helpers = [h for k in refs for h in self.helpers.get(k, [])]
+        live = [r for r in refs.values() if r is not None] + helpers
         ready = set(ray.wait(live, num_returns=len(live), timeout=0)[0]) if live else set()
+        for k in refs:  # a helper node that ended first: the stage cannot go on without it
+            for i, h in enumerate(self.helpers.get(k, []), start=1):
+                if h in ready and refs[k] not in ready:
+                    try:
+                        got = ray.get(h)
+                        why = f"node {i} of the stage's torchrun ended (status {got['code']})"
+                    except Exception as e:  # noqa: BLE001
+                        why = f"node {i} of the stage's torchrun failed: {type(e).__name__}: {e}"
+                    self.helper_error[k] = why[-600:]
+                    self._end_group(k, force_main=True)
+                    break
         for k, ref in refs.items():
             name = f"{k[0]}/{k[1]}"
             if ref is None:
@@ -241,13 +352,17 @@ class LabActor:
             elif ref not in ready:
                 out[name] = "running"
             else:
+                helper_error = self.helper_error.pop(k, None)
                 try:
                     out[name] = ray.get(ref)
                 except ray.exceptions.TaskCancelledError:
                     out[name] = {"cancelled": True, "code": None}
                 except Exception as e:  # noqa: BLE001 - Ray's reason, for the stage's error
                     out[name] = {"error": f"{type(e).__name__}: {str(e).strip()[-600:]}"}
+                if helper_error:
+                    out[name] = {"error": helper_error}
                 del self.tasks[k]
+                self._end_group(k)
         return out
 
     def cancel(self, run_id: str, stage: str, force: bool = False) -> bool:
@@ -257,6 +372,8 @@ class LabActor:
         if ref is None:
             return False
         ray.cancel(ref, force=force)
+        for h in self.helpers.get((run_id, stage), []):
+            ray.cancel(h, force=force)
         return True
 
 

@@ -47,20 +47,39 @@ class _Quiet:
         pass
 
 
-def _torchrun(stage, run_dir: Path, name: str, log) -> dict:
+def _node_rank() -> int:
+    """Which node of a multi-node stage this launcher is (the Ray executor sets it)."""
+    return int(os.environ.get("ASRLAB_NODE_RANK") or 0)
+
+
+def _torchrun(stage, run_dir: Path, name: str, log) -> dict | None:
     """Run the stage data-parallel: ``torchrun`` starts ``nproc`` ranks of this worker (DDP over
-    gloo); rank 0 reports and writes the outputs, this process waits for them all."""
+    gloo); rank 0 reports and writes the outputs, this process waits for them all. On a
+    multi-node stage one launcher runs per node (``ASRLAB_NODE_RANK``, ``ASRLAB_MASTER`` from
+    the Ray executor); the others return None."""
     import subprocess
 
     threads = max(1, int(os.environ.get("ASRLAB_THREADS") or 1) // stage.nproc)
     errors = run_dir / name / "ranks"
-    errors.mkdir(parents=True, exist_ok=True)
-    for f in errors.glob("*.error"):
-        f.unlink()
-    (run_dir / name / "outputs.json").unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
+    node_rank, nnodes = _node_rank(), int(os.environ.get("ASRLAB_NNODES") or 1)
+    if nnodes != stage.nnodes:
+        raise RuntimeError(f"stage {name} asks for nnodes = {stage.nnodes}; the lab starts "
+                           f"multi-node stages through the Ray executor (--executor ray)")
+    if node_rank == 0:
+        errors.mkdir(parents=True, exist_ok=True)
+        for f in errors.glob("*.error"):
+            f.unlink()
+        (run_dir / name / "outputs.json").unlink(missing_ok=True)
+    if nnodes == 1:
+        where = ["--standalone", "--nnodes", "1"]
+    else:
+        host, port = os.environ["ASRLAB_MASTER"].rsplit(":", 1)
+        where = [f"--nnodes={nnodes}", f"--node-rank={node_rank}", f"--master-addr={host}",
+                 f"--master-port={port}"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", *where,
            f"--nproc-per-node={stage.nproc}", "-m", "engine.runner.worker", str(run_dir), name]
-    log(f"stage {name}: {stage.nproc} DDP processes (gloo), {threads} thread(s) each")
+    log(f"stage {name}: {stage.nproc * nnodes} DDP processes (gloo) on {nnodes} node(s), "
+        f"{threads} thread(s) each" + (f"; this is node {node_rank}" if nnodes > 1 else ""))
     p = subprocess.Popen(cmd, env={**os.environ, "ASRLAB_THREADS": str(threads),
                                    "OMP_NUM_THREADS": str(threads)})
     try:
@@ -72,6 +91,10 @@ def _torchrun(stage, run_dir: Path, name: str, log) -> dict:
         except subprocess.TimeoutExpired:
             p.kill()
         raise
+    if node_rank > 0:
+        if code != 0:
+            raise RuntimeError(f"torchrun on node {node_rank} exited with status {code}")
+        return None
     done = run_dir / name / "outputs.json"
     if code != 0 or not done.exists():
         why = [f.read_text() for f in sorted(errors.glob("*.error"))]
@@ -85,8 +108,9 @@ def main(argv: list[str]) -> int:
     from engine.runner.spool import SpoolWriter
 
     rank = _rank()
-    # a Ray task on another node gives a node-local spool and forwards it (ray_executor)
-    spool = _Quiet() if rank else SpoolWriter(
+    # a Ray task on another node gives a node-local spool and forwards it (ray_executor); the
+    # ranks other than 0 and the launchers of a multi-node stage's other nodes stay quiet
+    spool = _Quiet() if rank or _node_rank() else SpoolWriter(
         Path(os.environ.get("ASRLAB_SPOOL") or run_dir / "spool" / f"{name}.jsonl"))
     signal.signal(signal.SIGTERM, _cancel)
     try:
@@ -124,8 +148,10 @@ def main(argv: list[str]) -> int:
                 dist.destroy_process_group()
             return 0
         log(f"stage {name} ({stage.kind}) started, pid {os.getpid()}")
-        if getattr(stage, "nproc", 1) > 1:
+        if getattr(stage, "nproc", 1) > 1 or getattr(stage, "nnodes", 1) > 1:
             outputs = _torchrun(stage, run_dir, name, log)
+            if outputs is None:  # another node of the stage: node 0 reports
+                return 0
         else:
             outputs = STAGE_KINDS[stage.kind](stage, ctx)
         (run_dir / name).mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,9 @@ def inputs(b=2, t=120, seed=1):
 
 @pytest.mark.parametrize("la,expected", [(10.0, 1.0), (-10.0, 0.0)])
 def test_a_gate_at_plus_or_minus_ten_is_fully_on_or_off(la, expected):
+    # seeded: at log-alpha -10 a draw still opens with probability ~2e-4 (u > 0.99978), so 160
+    # unseeded draws failed about one run in 30 (seen once the suite ran in another order)
+    torch.manual_seed(0)
     g = HardConcrete(8)
     with torch.no_grad():
         g.log_alpha.fill_(la)
