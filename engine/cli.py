@@ -489,6 +489,8 @@ def _print_status(runs: list[dict]) -> None:
                 extra = f"  step {m.get('step')} loss {m.get('loss', float('nan')):.3f}"
             if s.get("reused_from"):
                 extra += f"  (reused {s['reused_from']})"
+            elif s.get("executor") == "ray":
+                extra += "  [ray]"
             if s.get("error"):
                 extra += f"  error: {s['error']}"
             typer.echo(f"  {s['name']:<12} {s['kind']:<9} {s['state']:<9} "
