@@ -13,9 +13,13 @@ from engine.runner import client
 USER_ERRORS = (ConfigError, CorpusError, client.EngineError, FileNotFoundError)
 
 
-def submit(home: Path, data: dict, source: str, grids: list[str]) -> list[str]:
-    """Queue a run (or one per grid combination); returns the run ids. Raises ConfigError."""
-    return [r["run_id"] for r in client.submit(home, data, source, grids)]
+def submit(home: Path, data: dict, source: str, grids: list[str], executor: str = "local",
+           address: str | None = None, storage: str | None = None) -> list[str]:
+    """Queue a run (or one per grid combination) on the local pool or a Ray cluster; returns
+    the run ids. Raises ConfigError."""
+    return [r["run_id"] for r in client.submit(home, data, source, grids, executor,
+                                               address=address,
+                                               storage=Path(storage) if storage else None)]
 
 
 def cancel(home: Path, run_id: str) -> None:

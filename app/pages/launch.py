@@ -219,6 +219,19 @@ grid_text = st.text_area("Sweep grid (optional): one FIELD=V1,V2 per line, as `a
                          placeholder="stages.model.train.peak_lr=1e-3,2e-3")
 grids = [g.strip() for g in grid_text.splitlines() if g.strip()]
 
+with st.expander("Where it runs: this machine or a Ray cluster"):
+    executor = st.radio("Executor", ["local", "ray"], horizontal=True, key="executor",
+                        help="local: the supervisor's worker pool here; ray: each stage a Ray "
+                             "task (resources per stage kind, [resources.KIND])")
+    address = storage = None
+    if executor == "ray":
+        address = st.text_input("Ray address", "", key="ray_address",
+                                placeholder="head:6379 (empty: RAY_ADDRESS, else a local Ray)"
+                                ).strip() or None
+        storage = st.text_input("Shared storage for run folders", "", key="storage",
+                                placeholder="/mnt/shared/asrlab-runs (empty: the lab's runs/)"
+                                ).strip() or None
+
 if data is not None:
     try:
         exp = parse_experiment(data, source)
@@ -231,7 +244,7 @@ if data is not None:
         label = f"Submit sweep ({len(grids)} grid field(s))" if grids else "Submit run"
         if st.button(label, type="primary", key="submit"):
             try:
-                ids = actions.submit(home, data, source, grids)
+                ids = actions.submit(home, data, source, grids, executor, address, storage)
             except actions.USER_ERRORS as e:
                 st.error(str(e))
             else:

@@ -109,6 +109,20 @@ def test_launch_builds_and_submits_a_real_run(filled_lab, tiny):
     filled_lab.wait(run_id)
 
 
+def test_launch_sends_to_a_ray_cluster_checked_as_the_cli_does(filled_lab):
+    at = ok(page("launch"))
+    at.radio(key="executor").set_value("ray").run()
+    at.text_input(key="ray_address").set_value("127.0.0.1:1").run()
+    at.button(key="submit").click().run()
+    assert any("--address 127.0.0.1:1: no Ray cluster answers there" in e.value
+               for e in at.error), [e.value for e in at.error]
+    at.text_input(key="ray_address").set_value("").run()
+    at.text_input(key="storage").set_value("/nonexistent/shared").run()
+    at.button(key="submit").click().run()
+    assert any("--storage /nonexistent/shared: no such folder" in e.value for e in at.error)
+    assert not at.success
+
+
 def test_launch_builds_pruning_stages_validated_as_the_cli_does():
     at = ok(page("launch"))
     at.radio(key="mode").set_value("build one").run()

@@ -30,7 +30,7 @@ def cluster():
         "num_cpus": 1, "include_dashboard": False, "_system_config": fast})
     second = c.add_node(num_cpus=1)
     c.wait_for_nodes()
-    yield c, second
+    yield [c, second]  # a test that kills the second node puts a new one in its place
     c.shutdown()
 
 
@@ -120,6 +120,10 @@ def test_a_sweep_survives_a_lost_node(cluster, lab, tmp_path):
             else:
                 assert len(seqs) == sent, (token, len(seqs), sent)
     assert lab.query("SELECT count(*) FROM ingest_errors")[0][0] == 0
+    # a new second node for the tests after this one (the nnodes = 2 stage needs two)
+    c.remove_node(second, allow_graceful=False)
+    cluster[1] = c.add_node(num_cpus=1)
+    c.wait_for_nodes()
 
 
 def test_cancel_stops_the_ray_task_and_resume_continues(cluster, lab):
