@@ -236,11 +236,11 @@ class LabActor:
         return ray.get_runtime_context().get_node_id()
 
     def submit(self, run_id: str, run_dir: str, stage: str, attempt: int, res: dict,
-               env: dict) -> bool:
+               env: dict) -> str | None:
         """Start the stage's task unless one runs already (a restarted supervisor that
-        submits again is a no-op)."""
+        submits again is a no-op). Returns why it may wait long (too few nodes), or None."""
         if (run_id, stage) in self.tasks:
-            return False
+            return None
         opts = {"num_cpus": res["cpus"], "num_gpus": res["gpus"], "max_retries": MAX_RETRIES,
                 "retry_exceptions": False}
         if res.get("memory"):
@@ -250,10 +250,11 @@ class LabActor:
         if nnodes == 1:
             self.tasks[(run_id, stage)] = self.task.options(**opts).remote(
                 run_dir, stage, attempt, threads, env, self._self())
-            return True
+            return None
         # one task per node, each on its own node (STRICT_SPREAD); a lost node fails the
         # stage as a whole (its peers' collectives break), and resume restarts it from its
         # last checkpoint, so the tasks are not retried one by one
+        import ray
         from ray.util.placement_group import placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -273,7 +274,11 @@ class LabActor:
         self.tasks[(run_id, stage)] = refs[0]
         self.helpers[(run_id, stage)] = refs[1:]
         self.groups[(run_id, stage)] = pg
-        return True
+        alive = sum(1 for n in ray.nodes() if n.get("Alive"))
+        if alive < nnodes:
+            return (f"waits for {nnodes} nodes with {res['cpus']:g} CPU(s) each; the cluster has "
+                    f"{alive} alive now")
+        return None
 
     def set_master(self, key: list, attempt: int, master: str) -> None:
         self.masters[(key[0], key[1], attempt)] = master
@@ -404,11 +409,12 @@ class RayExecutor:
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False)).remote()
         ray.get(self.actor.ping.remote(), timeout=120)
 
-    def submit(self, run_id: str, run_dir: str, stage: str, attempt: int, res: dict) -> None:
+    def submit(self, run_id: str, run_dir: str, stage: str, attempt: int,
+               res: dict) -> str | None:
         env = {k: v for k, v in os.environ.items()
                if k.startswith(("ASRLAB_", "OMP_", "PYTHONPATH"))}
         env["ASRLAB_CWD"] = os.getcwd()
-        self.ray.get(self.actor.submit.remote(run_id, run_dir, stage, attempt, res, env))
+        return self.ray.get(self.actor.submit.remote(run_id, run_dir, stage, attempt, res, env))
 
     def poll(self, keys: list[tuple[str, str]]) -> dict:
         if not keys:

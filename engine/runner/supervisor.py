@@ -427,7 +427,7 @@ class Supervisor:
             st = self.stages[key]
             if st["state"] == "running" or (st["state"] == "queued" and isinstance(p, RayTask)):
                 if key in self.cancel_at or why == "cancelled":
-                    self._set(key, state="cancelled", ended=now)
+                    self._set(key, state="cancelled", ended=now, error=None)
                 else:
                     self._set(key, state="failed", ended=now, error=why)
                     self.say(f"{key[0]}/{key[1]}: {why}")
@@ -569,15 +569,17 @@ class Supervisor:
             exp = parse_experiment(json.loads((run_dir / "experiment.json").read_text()),
                                    str(run_dir / "experiment.json"))
             res = stage_resources(exp, exp.stage(key[1]))
-            self._ray_for(key[0]).submit(key[0], str(run_dir), key[1], attempt, res)
+            note = self._ray_for(key[0]).submit(key[0], str(run_dir), key[1], attempt, res)
         except Exception as e:  # noqa: BLE001 - the stage fails with the reason, the lab goes on
             self._set(key, state="failed", ended=time.time(),
                       error=f"cannot hand the stage to Ray: {type(e).__name__}: {e}")
             self.say(f"{key[0]}/{key[1]}: cannot hand to Ray: {e}")
             return
         self.procs[key] = RayTask()
-        self._set(key, attempt=attempt)  # queued until a node runs it
-        self.say(f"{key[0]}/{key[1]}: handed to Ray (attempt {attempt}, {res})")
+        # queued until a node runs it; a note (too few nodes) shows as the queued stage's error
+        self._set(key, attempt=attempt, error=note)
+        self.say(f"{key[0]}/{key[1]}: handed to Ray (attempt {attempt}, {res})"
+                 + (f": {note}" if note else ""))
 
     # ----- store -------------------------------------------------------------------------------
     def flush(self, force: bool = False) -> None:
