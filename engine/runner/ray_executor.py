@@ -117,8 +117,10 @@ def run_stage_here(run_dir: str, stage: str, attempt: int, threads: int, env: di
     seq, offset = 0, 0
 
     def forward(extra: list[dict] = ()) -> None:
+        """Send what is new; offset and sequence move only once the actor has it, so a batch
+        interrupted midway (ray.cancel's KeyboardInterrupt) is sent again, and appended once."""
         nonlocal seq, offset
-        lines, offset = _read_lines(local, offset)
+        lines, new_offset = _read_lines(local, offset)
         events = []
         for line in lines:
             try:
@@ -132,6 +134,7 @@ def run_stage_here(run_dir: str, stage: str, attempt: int, threads: int, env: di
         if events:
             ray.get(sink.append.remote(run_dir, stage, token, seq, events))
             seq += len(events)
+        offset = new_offset
 
     # the stage is running once a node runs it (a task waiting for resources stays queued)
     forward([{"type": "state", "state": "running", "pid": None, "attempt": attempt + retry,
@@ -151,15 +154,23 @@ def run_stage_here(run_dir: str, stage: str, attempt: int, threads: int, env: di
     stopping = None
     try:
         while True:
-            try:
-                code = child.wait(timeout=FORWARD_EVERY_S)
-                break
-            except subprocess.TimeoutExpired:
+            try:  # ray.cancel interrupts wherever the task is, forwarding included
+                try:
+                    code = child.wait(timeout=FORWARD_EVERY_S)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
                 forward()
             except KeyboardInterrupt:  # ray.cancel: ask the stage to end cancelled
-                stopping = stopping or time.monotonic()
-                os.killpg(child.pid, signal.SIGTERM)
-        forward()
+                if stopping is None:
+                    stopping = time.monotonic()
+                    os.killpg(child.pid, signal.SIGTERM)
+        for _ in range(3):  # its last words ("cancelled" included), even through a second cancel
+            try:
+                forward()
+                break
+            except KeyboardInterrupt:
+                continue
     finally:
         if child.poll() is None:
             os.killpg(child.pid, signal.SIGKILL)
