@@ -97,6 +97,21 @@ def _read_lines(path: Path, offset: int) -> tuple[list[str], int]:
     return [line for line in lines if line.strip()], offset + end + 1
 
 
+def _start_worker(run_dir: str, stage: str, log_name: str, local: Path, threads: int,
+                  env: dict) -> subprocess.Popen:
+    """The ordinary stage worker in a child that dies with this Ray worker, spooling to the
+    node-local ``local``, its output appended to ``RUN_DIR/logs/log_name``."""
+    log_dir = Path(run_dir) / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    child_env = {**os.environ, **env, "ASRLAB_SPOOL": str(local), "ASRLAB_THREADS": str(threads),
+                 "PYTHONUNBUFFERED": "1"}
+    with open(log_dir / log_name, "a") as log:
+        return subprocess.Popen([sys.executable, "-m", "engine.runner.worker", run_dir, stage],
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=child_env, preexec_fn=_die_with_parent,
+                                cwd=env.get("ASRLAB_CWD") or os.getcwd())
+
+
 def run_stage_here(run_dir: str, stage: str, attempt: int, threads: int, env: dict, sink) -> dict:
     """The body of a stage task (on whatever node Ray chose): start the worker, forward its
     events to ``sink`` until it ends. Returns ``{"code", "node", "token"}``."""
@@ -142,15 +157,8 @@ def run_stage_here(run_dir: str, stage: str, attempt: int, threads: int, env: di
              {"type": "log", "ts": time.time(),
               "line": f"stage {stage}: Ray task on node {node[:12]} "
                       f"({os.uname().nodename}), attempt {attempt + retry}"}])
-    child_env = {**os.environ, **env, "ASRLAB_SPOOL": str(local), "ASRLAB_THREADS": str(threads),
-                 "ASRLAB_ATTEMPT": str(attempt + retry), "PYTHONUNBUFFERED": "1"}
-    log_dir = Path(run_dir) / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    with open(log_dir / f"{stage}.log", "a") as log:
-        child = subprocess.Popen([sys.executable, "-m", "engine.runner.worker", run_dir, stage],
-                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 env=child_env, preexec_fn=_die_with_parent,
-                                 cwd=env.get("ASRLAB_CWD") or os.getcwd())
+    child = _start_worker(run_dir, stage, f"{stage}.log", local, threads,
+                          {**env, "ASRLAB_ATTEMPT": str(attempt + retry)})
     stopping = None
     try:
         while True:
@@ -204,15 +212,8 @@ def _rendezvous(sink, key: list, attempt: int, node_rank: int, timeout: float = 
 def _helper(run_dir: str, stage: str, threads: int, env: dict, node: str, token: str,
             local: Path) -> dict:
     """Node ``ASRLAB_NODE_RANK`` > 0 of a multi-node stage: its torchrun ranks, quiet."""
-    child_env = {**os.environ, **env, "ASRLAB_SPOOL": str(local), "ASRLAB_THREADS": str(threads),
-                 "PYTHONUNBUFFERED": "1"}
-    log_dir = Path(run_dir) / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    with open(log_dir / f"{stage}.node{env['ASRLAB_NODE_RANK']}.log", "a") as log:
-        child = subprocess.Popen([sys.executable, "-m", "engine.runner.worker", run_dir, stage],
-                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 env=child_env, preexec_fn=_die_with_parent,
-                                 cwd=env.get("ASRLAB_CWD") or os.getcwd())
+    child = _start_worker(run_dir, stage, f"{stage}.node{env['ASRLAB_NODE_RANK']}.log", local,
+                          threads, env)
     try:
         code = child.wait()
     except KeyboardInterrupt:
