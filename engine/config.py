@@ -51,6 +51,9 @@ class ModelConfig(_Strict):
     dropout: float | None = Field(None, ge=0.0, lt=1.0)
     time_reduction: bool = Field(True, description="merge frame pairs after block 2: 12.5 Hz "
                                                    "into the joiner instead of 25 Hz")
+    ctc_layer: Literal["reduce", "top"] = Field(
+        "reduce", description="where the auxiliary CTC head reads: reduce: the block before "
+                              "the time reduction (25 Hz); top: the encoder output")
     blocks: int | None = Field(None, ge=3, description="encoder depth instead of the preset's "
                                                        "(each block as the preset's)")
     loss: Literal["pruned", "full", "torchaudio"] = Field(
@@ -85,6 +88,12 @@ class TrainConfig(_Strict):
     max_duration: float = Field(45.0, gt=0, description="seconds of audio per batch")
     peak_lr: float = Field(2.5e-3, gt=0)
     warmup_steps: int = Field(100, ge=0)
+    lr_schedule: Literal["cosine", "inv_sqrt"] = Field(
+        "cosine", description="after warm-up: cosine: decay to final_lr_ratio x peak at "
+                              "max_steps (tied to the budget); inv_sqrt: 1/sqrt(step), never "
+                              "annealed (for runs with no step budget)")
+    final_lr_ratio: float = Field(0.02, ge=0.0, le=1.0,
+                                  description="learning rate at max_steps, relative to the peak")
     loss_warmup_steps: int = Field(
         300, ge=0, description="steps over which the pruned loss ramps in (icefall's recipe)")
     weight_decay: float = Field(1e-3, ge=0)

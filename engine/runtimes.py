@@ -158,7 +158,9 @@ def evaluate_exported(folder: Path, corpus: Path, split: str, runtime: str = "sh
     tok = Tokenizer(proto=(folder / "tokenizer.model").read_bytes())
     cuts = split_features(corpus, split)
     if max_utterances:
-        cuts = cuts.subset(first=max_utterances)
+        from engine.data.batching import first_or_spread
+
+        cuts = first_or_spread(cuts, split, max_utterances)
     cuts = list(cuts)
     if not cuts:
         raise ValueError(f"{corpus}: split {split!r} has no utterances")

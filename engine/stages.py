@@ -353,7 +353,7 @@ def new_model(stage, ctx: Context) -> Transducer:
     cfg = preset(m.preset, vocab_size=tok.vocab_size, streaming=m.streaming,
                  predictor=m.predictor, loss=m.loss, prune_range=m.prune_range,
                  simple_loss_scale=m.simple_loss_scale, time_reduction=m.time_reduction,
-                 **kwargs)
+                 ctc_layer=m.ctc_layer, **kwargs)
     if m.blocks is not None:
         enc = cfg.encoder
         cfg = replace(cfg, encoder=replace(enc, blocks=(enc.blocks[0],) * m.blocks))
@@ -495,7 +495,9 @@ def evaluate_model(model: Transducer, tok: Tokenizer, corpus: Path, split: str,
 
     cuts = split_features(corpus, split)
     if max_utterances:
-        cuts = cuts.subset(first=max_utterances)
+        from engine.data.batching import first_or_spread
+
+        cuts = first_or_spread(cuts, split, max_utterances)
     model.eval()
     second = model.las is not None and method != "streaming"
     lam = 0.5 if las_lambda is None else las_lambda

@@ -33,10 +33,11 @@ import numpy as np
 import torch
 from lhotse import CutSet
 from lhotse.dataset import DynamicBucketingSampler
+from lhotse.dataset.sampling.dynamic_bucketing import estimate_duration_buckets
 
 from engine.checkpoint import atomic_save, save_model
 from engine.config import TrainConfig
-from engine.data.batching import TransducerDataset
+from engine.data.batching import TransducerDataset, bucket_sampler
 from engine.data.features import SpecAugment
 from engine.data.noise import NoiseAugment
 from engine.data.tokenizer import Tokenizer
@@ -47,13 +48,20 @@ from engine.models.transducer import Transducer
 EXTRA_TERMS = ("kd", "layer", "las", "las_kd")  # terms a distiller or a second pass adds
 
 
-def lr_factor(step: int, warmup: int) -> float:
-    """Linear warmup to 1 over ``warmup`` steps, then 1/sqrt decay (no total step count needed,
-    so a time budget can end training anywhere)."""
+def lr_factor(step: int, warmup: int, schedule: str = "inv_sqrt", total: int = 0,
+              final: float = 0.02) -> float:
+    """Linear warm-up to 1 over ``warmup`` steps, then ``inv_sqrt``: 1/sqrt decay (no total
+    step count needed, never annealed), or ``cosine``: half a cosine from 1 down to ``final``
+    at step ``total`` (the budget), flat at ``final`` after it."""
     step = max(step, 1)
+    if warmup > 0 and step < warmup:
+        return step / warmup
+    if schedule == "cosine" and total > warmup:
+        done = min(1.0, (step - warmup) / (total - warmup))
+        return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * done))
     if warmup <= 0:
         return 1.0
-    return min(step / warmup, math.sqrt(warmup / step))
+    return math.sqrt(warmup / step)
 
 
 def rss_mb() -> float:
@@ -115,10 +123,12 @@ class Trainer:
                                      lr=cfg.peak_lr, betas=(0.9, 0.98))
         # the model's own parameters warm up and decay; a wrapper's keep their rate (a gate
         # must still be able to close late in training)
-        main = lambda s: lr_factor(s + 1, cfg.warmup_steps)  # noqa: E731
+        main = lambda s: lr_factor(s + 1, cfg.warmup_steps, cfg.lr_schedule,  # noqa: E731
+                                   cfg.max_steps, cfg.final_lr_ratio)
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, [main, main] + [lambda s: 1.0] * len(own))
         self.progress = Progress()
+        self._bins: list[float] | None = None
         import torch.distributed as dist
 
         self.world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
@@ -136,9 +146,10 @@ class Trainer:
     def _sampler(self, epoch: int) -> DynamicBucketingSampler:
         # world_size=1: every rank draws the same global batch and shards it itself (_shard);
         # lhotse's own DDP split would give each rank other batches than one process takes
-        sampler = DynamicBucketingSampler(self.cuts, max_duration=self.cfg.max_duration,
-                                          shuffle=True, seed=self.seed, num_buckets=10,
-                                          world_size=1, rank=0)
+        if self._bins is None:  # once: every epoch and every resume draws from the same buckets
+            self._bins = estimate_duration_buckets(self.cuts, num_buckets=10)
+        sampler = bucket_sampler(self.cuts, self.cfg.max_duration, 10, shuffle=True,
+                                 seed=self.seed, bins=self._bins, world_size=1, rank=0)
         sampler.set_epoch(epoch)
         return sampler
 
@@ -251,6 +262,11 @@ class Trainer:
                 p.epoch, p.batch_in_epoch = p.epoch + 1, 0
         if window["steps"]:
             self._log_window(window)
+        if self.progress.step < self.cfg.max_steps:  # the safety limit bit, not the budget
+            self.log(f"warning: max_minutes = {self.cfg.max_minutes} ended training at step "
+                     f"{self.progress.step} of max_steps = {self.cfg.max_steps} (the machine "
+                     f"is slower or busier than the recipe was calibrated on); the learning "
+                     f"rate had not annealed, so this model is worse than the recipe's")
         if not (self.ckpt_dir / f"step-{self.progress.step:08d}.pt").exists():
             self.save_checkpoint()
         if self.rank != 0:
@@ -348,4 +364,7 @@ class Trainer:
         return save_model(self.student.eval(), self.out / "model.pt", meta={
             "step": self.progress.step, "train_minutes": round(self.progress.train_seconds / 60, 2),
             "audio_hours": round(self.progress.audio_seconds / 3600, 3),
+            "max_steps": self.cfg.max_steps,
+            "stopped_by": "max_steps" if self.progress.step >= self.cfg.max_steps
+            else "max_minutes",
             "averaged": [c.name for c in ckpts]})

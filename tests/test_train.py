@@ -45,6 +45,8 @@ def test_loss_falls(tiny, tmp_path):
     assert p.returncode == 0, p.stderr
     rows = [json.loads(l) for l in (tmp_path / "o/model/metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["loss"] < 0.7 * rows[0]["loss"], (rows[0], rows[-1])
+    # the default schedule is tied to the budget: at max_steps the rate is near zero
+    assert rows[-1]["lr"] <= 1.01 * 0.02 * 2.5e-3, rows[-1]["lr"]
     for key in ("loss", "rnnt", "ctc", "lr", "grad_norm", "audio_s_per_s", "rss_mb"):
         assert key in rows[-1]
 
@@ -82,3 +84,39 @@ def test_kill_9_and_resume_reaches_the_same_weights(tiny, tmp_path):
     assert steps == sorted(set(steps))
     assert [json.loads(l)["step"] for l in logged if json.loads(l)["step"] <= 15] == \
         [s for s in steps if s <= 15]
+
+
+def test_buckets_are_estimated_from_every_cut(tiny, tmp_path):
+    """The feature cache writes cuts longest first and lhotse estimates buckets from the first
+    10,000 it reads: the trainer's buckets must describe the whole duration distribution."""
+    from lhotse import CutSet
+    from lhotse.dataset.sampling.dynamic_bucketing import estimate_duration_buckets
+    from lhotse.testing.dummies import dummy_cut
+
+    from engine.config import TrainConfig
+    from engine.models.build import build, preset
+    from engine.testing import tiny_tokenizer
+    from engine.train import Trainer
+
+    n = 12_000
+    cuts = CutSet.from_cuts(dummy_cut(i, duration=10.0 - 9.0 * i / n) for i in range(n))
+    tok = tiny_tokenizer(tiny)
+    trainer = Trainer(build(preset("tiny", vocab_size=tok.vocab_size)), cuts, tok,
+                      TrainConfig(max_duration=40.0), tmp_path)
+    bins = [float(b) for b in trainer._sampler(0).duration_bins]
+    whole = [float(b) for b in estimate_duration_buckets(cuts, num_buckets=10)]
+    first = [float(b) for b in estimate_duration_buckets(cuts.subset(first=10_000), num_buckets=10)]
+    assert bins == whole, (bins, whole)
+    assert bins[0] < first[0] - 0.5, (bins, first)
+
+
+def test_learning_rate_warms_up_then_anneals_to_the_budget():
+    from engine.train import lr_factor
+
+    f = [lr_factor(s, 10, "cosine", 100, 0.02) for s in range(1, 121)]
+    assert f[0] == 0.1 and f[9] == 1.0  # linear warm-up to the peak at step 10
+    assert all(a >= b for a, b in zip(f[9:], f[10:]))  # then only down
+    assert abs(f[99] - 0.02) < 1e-9 and f[119] == f[99]  # near zero at the last step, then flat
+    assert abs(lr_factor(55, 10, "cosine", 100, 0.0) - 0.5) < 1e-9  # half way: half the peak
+    old = [lr_factor(s, 10, "inv_sqrt") for s in (10, 40, 1000)]
+    assert old == [1.0, 0.5, 0.1]

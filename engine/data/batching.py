@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from lhotse import CutSet
 from lhotse.dataset import DynamicBucketingSampler
+from lhotse.dataset.sampling.dynamic_bucketing import estimate_duration_buckets
 
 from engine.data.features import DEFAULT_FBANK, FbankSettings, SpecAugment, fbank
 from engine.data.noise import NoiseAugment
@@ -83,11 +84,33 @@ class LoaderSettings:
     seed: int = 0
 
 
+def first_or_spread(cuts, split: str, n: int):
+    """The first ``n`` cuts of an evaluation split; of the training split (stored longest
+    first) ``n`` cuts spread evenly over it, so a training-set WER is not one of only the
+    longest utterances."""
+    if split != "train" or n >= len(cuts):
+        return cuts.subset(first=n)
+    every = list(cuts)
+    return CutSet.from_cuts(every[int(i * len(every) / n)] for i in range(n))
+
+
+def bucket_sampler(cuts: CutSet, max_duration: float, num_buckets: int = 10,
+                   shuffle: bool = True, seed: int = 0, bins: list[float] | None = None,
+                   **kw) -> DynamicBucketingSampler:
+    """lhotse's bucketing sampler with bucket edges estimated from **every** cut.
+
+    Left to itself the sampler estimates its buckets from the first 10,000 cuts it reads, and
+    the feature cache writes cuts sorted longest first: on a large corpus the buckets then
+    describe only the long half (one bucket took 44% of the audio of ``builtin:full``)."""
+    bins = bins if bins is not None else estimate_duration_buckets(cuts, num_buckets=num_buckets)
+    return DynamicBucketingSampler(cuts, max_duration=max_duration, num_buckets=num_buckets,
+                                   duration_bins=bins, shuffle=shuffle, seed=seed, **kw)
+
+
 def make_loader(cuts: CutSet, dataset: TransducerDataset,
                 settings: LoaderSettings = LoaderSettings()) -> torch.utils.data.DataLoader:
-    sampler = DynamicBucketingSampler(
-        cuts, max_duration=settings.max_duration, num_buckets=settings.num_buckets,
-        shuffle=settings.shuffle, seed=settings.seed, drop_last=False)
+    sampler = bucket_sampler(cuts, settings.max_duration, settings.num_buckets,
+                             settings.shuffle, settings.seed, drop_last=False)
     return torch.utils.data.DataLoader(
         dataset, sampler=sampler, batch_size=None, num_workers=settings.num_workers,
         persistent_workers=settings.num_workers > 0, worker_init_fn=_seed_worker)

@@ -80,11 +80,11 @@ PRESETS = {"teacher": teacher, "student-m": student_m, "student-s": student_s, "
 
 
 def preset(name: str, loss: str = "pruned", prune_range: int = 5, simple_loss_scale: float = 0.5,
-           **kwargs) -> TransducerConfig:
+           ctc_layer: str = "reduce", **kwargs) -> TransducerConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown model preset {name!r}; expected one of {sorted(PRESETS)}")
     return replace(PRESETS[name](**kwargs), loss=loss, prune_range=prune_range,
-                   simple_loss_scale=simple_loss_scale)
+                   simple_loss_scale=simple_loss_scale, ctc_layer=ctc_layer)
 
 
 def build(cfg: TransducerConfig, cmvn_stats: dict | None = None) -> Transducer:

@@ -311,6 +311,9 @@ class TimeReduction(nn.Module):
         # trace stays right for odd and even lengths alike
         b, t, d = x.shape
         half = (t + 1) // 2
+        # padded frames hold whatever the blocks computed there: zero them, or an odd-length
+        # utterance's last pair takes one in, and attention spreads it (batch-dependent output)
+        x = x * lengths_to_mask(lengths, t)[..., None].to(x.dtype)
         x = F.pad(x, (0, 0, 0, 1))[:, : 2 * half]
         return self.proj(x.reshape(b, half, 2 * d)), (lengths + 1) // 2
 

@@ -42,7 +42,11 @@ class TransducerConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     joiner_dim: int = 256
-    ctc_weight: float = 0.0  # auxiliary CTC head on the encoder (before time reduction)
+    ctc_weight: float = 0.0  # auxiliary CTC head on the encoder
+    # where it reads: "reduce": the block before the time reduction (25 Hz), "top": the
+    # encoder output (icefall's and ESPnet's choice; at 12.5 Hz an utterance with more tokens
+    # than frames gets no CTC gradient)
+    ctc_layer: str = "reduce"
     blank: int = 0
     # "pruned": k2-style pruned loss (engine/losses/pruned.py); "full": our pure-PyTorch loss over
     # the whole lattice (engine/losses/rnnt.py); "torchaudio": torchaudio.functional.rnnt_loss
@@ -116,6 +120,8 @@ class Transducer(nn.Module):
         self.joiner = Joiner(cfg.encoder.d_model, self.predictor.out_dim, cfg.joiner_dim,
                              cfg.vocab_size)
         self.ctc = nn.Linear(cfg.encoder.d_model, cfg.vocab_size) if cfg.ctc_weight > 0 else None
+        if cfg.ctc_layer not in ("reduce", "top"):
+            raise ValueError(f"unknown ctc_layer {cfg.ctc_layer!r}; expected 'reduce' or 'top'")
         if cfg.loss not in LOSSES:
             raise ValueError(f"unknown transducer loss {cfg.loss!r}; expected one of {LOSSES}")
         # the pruned loss's "simple" joiner: linear heads on each side (training only)
@@ -174,7 +180,9 @@ class Transducer(nn.Module):
         (distillation) also ``enc``, ``enc_lens``, ``blocks`` (each block's output and length)
         and the joiner's ``node_logits`` with their ``node_u``: the pruned band (B, T, S, V) and
         its u (B, T, S), or the whole lattice (B, T, U+1, V) and None."""
-        need_blocks = keep or (self.ctc is not None and self.cfg.encoder.reduce_after is not None)
+        ctc_low = (self.ctc is not None and self.cfg.ctc_layer == "reduce"
+                   and self.cfg.encoder.reduce_after is not None)
+        need_blocks = keep or ctc_low
         if need_blocks:
             enc, enc_lens, blocks = self.encoder(x, x_lens, return_blocks=True)
         else:
@@ -201,7 +209,7 @@ class Transducer(nn.Module):
         if self.ctc is not None:
             # CTC at the 4x rate when there is a time reduction: at 12.5 Hz some utterances have
             # more tokens than frames.
-            if need_blocks:
+            if ctc_low:
                 ctc_in = blocks[self.cfg.encoder.reduce_after]
                 ctc_lens = ((x_lens - 1) // 2 - 1) // 2
             else:

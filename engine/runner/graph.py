@@ -30,6 +30,12 @@ from engine.config import (SHERPA_FORMAT_VERSION, ConfigError, Experiment, parse
 ROOT = Path(__file__).resolve().parents[2]
 
 
+# bumped when what a stage computes changes under the same config (2: padding no longer leaks
+# through the time reduction, buckets from every cut, cosine learning rate by default), so
+# ``--reuse`` never hands back a model the current code would not have made
+RECIPE_VERSION = 2
+
+
 def stage_deps(exp: Experiment) -> dict[str, list[str]]:
     deps: dict[str, list[str]] = {}
     for i, st in enumerate(exp.stages):
@@ -52,6 +58,8 @@ def stage_hashes(exp: Experiment) -> dict[str, str]:
         key = {"stage": st.model_dump(mode="json", exclude_defaults=True,
                                       exclude={"resources"}), **common,
                "inputs": [out[d] for d in deps[st.name]]}
+        if RECIPE_VERSION > 1:  # the encoder's numerics or the training recipe changed
+            key["recipe_version"] = RECIPE_VERSION
         if st.kind == "export" and st.format == "sherpa-onnx":
             key["format_version"] = SHERPA_FORMAT_VERSION  # a changed graph is a new artifact
         out[st.name] = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]

@@ -49,3 +49,22 @@ def test_stateless_predictor_zeroes_minus_one_ids():
         emb[0].fill_(7.0)  # if -1 were clamped to 0 and used, this would show
     b, _ = model.predict(torch.tensor([[5]]), torch.tensor([[-1]]))
     torch.testing.assert_close(a, b)
+
+
+def test_ctc_head_on_top_reads_the_encoder_output():
+    import torch.nn.functional as F
+
+    from engine.models.build import build, preset
+
+    torch.manual_seed(0)
+    model = build(preset("tiny", vocab_size=32, ctc_layer="top")).eval()
+    x, lens = torch.randn(2, 200, 80), torch.tensor([200, 170])
+    tokens, tok_lens = torch.randint(1, 32, (2, 6)), torch.tensor([6, 4])
+    out = model(x, lens, tokens, tok_lens)
+    enc, enc_lens = model.encode(x, lens)
+    want = F.ctc_loss(model.ctc(enc).log_softmax(-1).transpose(0, 1), tokens, enc_lens, tok_lens,
+                      blank=0, reduction="sum", zero_infinity=True)
+    torch.testing.assert_close(out["ctc"], want)
+    low = build(preset("tiny", vocab_size=32)).eval()
+    low.load_state_dict(model.state_dict())
+    assert not torch.allclose(low(x, lens, tokens, tok_lens)["ctc"], want)  # block 2 differs
