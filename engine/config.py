@@ -98,7 +98,9 @@ class TrainConfig(_Strict):
         300, ge=0, description="steps over which the pruned loss ramps in (icefall's recipe)")
     weight_decay: float = Field(1e-3, ge=0)
     grad_clip: float = Field(5.0, gt=0)
-    spec_augment: bool = True
+    spec_augment: bool = Field(
+        False, description="SpecAugment on 90% of utterances; off by default: small models on "
+                           "small data underfit with it (recipe study, BENCHMARKS.md)")
     noise_p: float = Field(0.0, ge=0.0, le=1.0, description="share of utterances with added noise")
     log_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(100, ge=1)
