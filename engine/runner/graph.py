@@ -58,8 +58,7 @@ def stage_hashes(exp: Experiment) -> dict[str, str]:
         key = {"stage": st.model_dump(mode="json", exclude_defaults=True,
                                       exclude={"resources"}), **common,
                "inputs": [out[d] for d in deps[st.name]]}
-        if RECIPE_VERSION > 1:  # the encoder's numerics or the training recipe changed
-            key["recipe_version"] = RECIPE_VERSION
+        key["recipe_version"] = RECIPE_VERSION  # the encoder's numerics or the recipe changed
         if st.kind == "export" and st.format == "sherpa-onnx":
             key["format_version"] = SHERPA_FORMAT_VERSION  # a changed graph is a new artifact
         out[st.name] = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
