@@ -35,12 +35,14 @@ from engine.evaluate import paired_bootstrap  # noqa: E402
 from engine.stages import lab_home  # noqa: E402
 from engine.store import read  # noqa: E402
 
+# study v1 (base with SpecAugment on, the old regime): inv_sqrt, spec_augment=false (the winner,
+# now the default), ctc_layer=top, peak_lr=2e-3, loss_warmup_steps=1000 (BENCHMARKS.md).
+# Study v2: the base is the shipped recipe (SpecAugment off); it fits the training set (0.6%
+# train WER against 11% dev) and test-other's unseen, noisy voices stay at 55%, so these levers
+# regularise. A lever is one or more FIELD=VALUE joined by ";" (one arm).
 LEVERS = [
-    "stages.model.train.lr_schedule=inv_sqrt",  # the old recipe's never-annealed 1/sqrt
-    "stages.model.train.spec_augment=false",  # the winner: now the default
-    "stages.model.model.ctc_layer=top",
-    "stages.model.train.peak_lr=2e-3",
-    "stages.model.train.loss_warmup_steps=1000",
+    "stages.model.train.noise_p=0.5",
+    "stages.model.train.spec_augment=true;stages.model.train.spec_augment_from=1000",
 ]
 SPLITS = ("dev", "test-clean", "test-other", "train")
 
@@ -62,7 +64,8 @@ def submit(toml: Path, levers: list[str]) -> None:
     cli = [sys.executable, "-m", "engine.cli"]
     subprocess.run(cli + ["run", str(toml), "--reuse"], check=True)
     for lever in levers:
-        subprocess.run(cli + ["sweep", str(toml), "--reuse", "--grid", lever], check=True)
+        grids = [x for field in lever.split(";") for x in ("--grid", field)]
+        subprocess.run(cli + ["sweep", str(toml), "--reuse", *grids], check=True)
     ids = [r["run_id"] for r in read(lab_home() / "lab.duckdb",
                                      "SELECT run_id FROM runs WHERE name = ?", [toml.stem])]
     subprocess.run(cli + ["status"], check=False)
@@ -94,7 +97,8 @@ def main() -> None:
     arms: dict[str, str] = {}  # label -> run id (newest wins)
     for r in runs:
         cfg = flat(json.loads(r["config"]))
-        diff = sorted(f"{k.removeprefix('stages.')}={cfg.get(k)}" for k in set(cfg) | set(base_cfg)
+        # a key only one side has is a field added later, at its default: not a lever
+        diff = sorted(f"{k.removeprefix('stages.')}={cfg.get(k)}" for k in set(cfg) & set(base_cfg)
                       if cfg.get(k) != base_cfg.get(k) and k != "name")
         arms[", ".join(diff) or "base"] = r["run_id"]
     rows, results = [], {}

@@ -101,6 +101,9 @@ class TrainConfig(_Strict):
     spec_augment: bool = Field(
         False, description="SpecAugment on 90% of utterances; off by default: small models on "
                            "small data underfit with it (recipe study, BENCHMARKS.md)")
+    spec_augment_from: int = Field(
+        0, ge=0, description="first update with SpecAugment (0: from the start); later lets a "
+                             "small model fit the data before it is regularised")
     noise_p: float = Field(0.0, ge=0.0, le=1.0, description="share of utterances with added noise")
     log_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(100, ge=1)

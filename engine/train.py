@@ -286,6 +286,7 @@ class Trainer:
 
     def _step(self, cuts: CutSet, window: dict) -> None:
         cuts, denom = self._shard(cuts)
+        self.dataset.augment = self.progress.step >= self.cfg.spec_augment_from
         batch = self.dataset[cuts]
         warm = self.cfg.loss_warmup_steps
         out = self.forward(batch["features"], batch["feature_lens"], batch["tokens"],

@@ -120,3 +120,27 @@ def test_learning_rate_warms_up_then_anneals_to_the_budget():
     assert abs(lr_factor(55, 10, "cosine", 100, 0.0) - 0.5) < 1e-9  # half way: half the peak
     old = [lr_factor(s, 10, "inv_sqrt") for s in (10, 40, 1000)]
     assert old == [1.0, 0.5, 0.1]
+
+
+def test_spec_augment_starts_at_its_step(tiny, tmp_path):
+    """``spec_augment_from``: the first updates see clean features, every later one SpecAugment."""
+    from engine.config import TrainConfig
+    from engine.data.corpus import load_cuts
+    from engine.models.build import build, preset
+    from engine.testing import tiny_tokenizer
+    from engine.train import Trainer
+
+    tok = tiny_tokenizer(tiny)
+    cfg = TrainConfig(max_steps=5, max_duration=10.0, warmup_steps=1, spec_augment=True,
+                      spec_augment_from=3, checkpoint_every=100, threads=1)
+    trainer = Trainer(build(preset("tiny", vocab_size=tok.vocab_size)), load_cuts(tiny, "train"),
+                      tok, cfg, tmp_path)
+    inner, seen = trainer.dataset.spec_augment, []
+
+    def spy(x, lens):
+        seen.append(trainer.progress.step)
+        return inner(x, lens)
+
+    trainer.dataset.spec_augment = spy
+    trainer.run()
+    assert trainer.progress.step == 5 and seen == [3, 4]

@@ -43,6 +43,7 @@ class TransducerDataset(torch.utils.data.Dataset):
                  settings: FbankSettings = DEFAULT_FBANK) -> None:
         self.tokenizer = tokenizer
         self.spec_augment = spec_augment
+        self.augment = True  # the trainer turns SpecAugment off before ``spec_augment_from``
         self.noise = noise
         self.on_the_fly = on_the_fly
         self.settings = settings
@@ -63,7 +64,7 @@ class TransducerDataset(torch.utils.data.Dataset):
         x = torch.zeros(len(feats), int(lens.max()), feats[0].shape[1])
         for i, f in enumerate(feats):
             x[i, : f.shape[0]] = f
-        if self.spec_augment is not None:
+        if self.spec_augment is not None and self.augment:
             x = self.spec_augment(x, lens)
         texts = [cut_text(c) for c in cuts]
         ids = self.tokenizer.encode_batch(texts)
