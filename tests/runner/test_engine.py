@@ -99,15 +99,21 @@ def test_a_killed_supervisor_loses_nothing_and_its_successor_adopts_the_worker(l
     run_id = json.loads(lab.cli("run", str(exp), "--json"))["run_id"]
     lab.wait_for(lambda: lab.stage(run_id, "model")["state"] == "running"
                  and (lab.run_dir(run_id) / "model" / "metrics.jsonl").exists(), "training")
-    sup = json.loads(lab.cli("supervisor", "status", "--json"))["pid"]
+    # frozen (its whole session) while the supervisor dies: a tiny stage can otherwise finish
+    # before the supervisor is gone, and then nothing is left to spool on (seen on a loaded CI)
     worker = lab.stage(run_id, "model")["pid"]
-    os.kill(sup, signal.SIGKILL)
-    lab.wait_for(lambda: not json.loads(lab.cli("supervisor", "status", "--json"))["running"],
-                 "the supervisor to die")
-    spool = lab.run_dir(run_id) / "spool" / "model.jsonl"
-    size = spool.stat().st_size
+    os.killpg(worker, signal.SIGSTOP)
+    try:
+        sup = json.loads(lab.cli("supervisor", "status", "--json"))["pid"]
+        os.kill(sup, signal.SIGKILL)
+        lab.wait_for(lambda: not json.loads(lab.cli("supervisor", "status", "--json"))["running"],
+                     "the supervisor to die")
+        assert _alive(worker)  # the supervisor's death did not take its worker with it
+        spool = lab.run_dir(run_id) / "spool" / "model.jsonl"
+        size = spool.stat().st_size
+    finally:
+        os.killpg(worker, signal.SIGCONT)
     lab.wait_for(lambda: spool.stat().st_size > size, "the worker to spool on, unsupervised")
-    assert _alive(worker)
     lab.cli("supervisor", "start")
     st = lab.wait(run_id)
     assert st["state"] == "done", st
