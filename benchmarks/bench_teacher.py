@@ -88,7 +88,6 @@ def main() -> None:
 
 
 def from_store(args) -> None:
-    sys.path.insert(0, str(ROOT))
     from bench_data import report
     from bench_progressive import utterances
 

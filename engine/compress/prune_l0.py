@@ -65,11 +65,16 @@ class HardConcrete(nn.Module):
         return (s * (ZETA - GAMMA) + GAMMA).clamp(0.0, 1.0)
 
     @torch.no_grad()
+    def value(self) -> Tensor:
+        """What a kept gate is at evaluation: clamp(sigmoid(log_alpha) (zeta - gamma) + gamma)."""
+        return (torch.sigmoid(self.log_alpha) * (ZETA - GAMMA) + GAMMA).clamp(0.0, 1.0)
+
+    @torch.no_grad()
     def deterministic(self) -> Tensor:
         """The evaluation gates: the round(E[L0]) largest log-alphas keep their value."""
         n = self.log_alpha.numel()
         k = int(round(float(self.p_open().sum())))
-        z = (torch.sigmoid(self.log_alpha) * (ZETA - GAMMA) + GAMMA).clamp(0.0, 1.0)
+        z = self.value()
         keep = torch.zeros(n, dtype=torch.bool)
         if k > 0:
             keep[self.log_alpha.topk(min(k, n)).indices] = True
@@ -242,13 +247,13 @@ class L0Pruner(nn.Module):
         """Every gate's evaluation value: units as ``HardConcrete.deterministic``; module gates
         rounded together so that the masks keep about the expected size (the module docstring)."""
         z = {k: g.deterministic() for k, g in self.gates.items()}
-        mods = [k for k in self.gates if k.count("_") == 1]  # "{block}_{module}"
+        mods = [f"{i}_{name}" for i, sizes in enumerate(self.layout) for name in sizes
+                if f"{i}_{name}" in self.gates]
         if not mods:
             return z
         expected = float(self.expected_params())
         p = {k: float(self.gates[k].p_open()[0]) for k in mods}
-        value = {k: float((torch.sigmoid(self.gates[k].log_alpha) * (ZETA - GAMMA) + GAMMA)
-                          .clamp(0.0, 1.0)[0]) for k in mods}
+        value = {k: float(self.gates[k].value()[0]) for k in mods}
         force = {k: bool(z[k][0] > 0) for k in mods}
         # what each module weighs when open, whatever its gate says now
         weight = self._kept_sizes(z, {k: True for k in mods})
@@ -324,15 +329,14 @@ class L0Pruner(nn.Module):
         """Per block and module: the gate probabilities and what the deterministic masks keep
         (module, heads, FFN units, conv channels), for the Masks page."""
         rows, z = [], self.deterministic_gates()
+        kept_sizes = self._kept_sizes(z)
         for i, sizes in enumerate(self.layout):
             full = kept_params = 0
             for name, (n, per, extra) in sizes.items():
                 mk, uk = f"{i}_{name}", f"{i}_{name}_{UNIT_OF[name]}"
-                on = bool(z[mk][0] > 0) if mk in z else True
-                units = int((z[uk] > 0).sum()) if uk in z else n
-                on = on and units > 0
+                on = kept_sizes[mk] > 0
                 full += n * per + extra
-                kept_params += (units * per + extra) if on else 0
+                kept_params += kept_sizes[mk]
                 if mk in self.gates:
                     p = self.gates[mk].p_open()
                     rows.append({"block": i, "module": name, "unit": "module", "size": 1,
