@@ -105,6 +105,11 @@ class TrainConfig(_Strict):
         0, ge=0, description="first update with SpecAugment (0: from the start); later lets a "
                              "small model fit the data before it is regularised")
     noise_p: float = Field(0.0, ge=0.0, le=1.0, description="share of utterances with added noise")
+    speed_perturb: float = Field(
+        0.0, ge=0.0, le=1.0, description="share of utterances speed-perturbed on their features "
+                                         "(tempo, pitch and formants move together)")
+    speed_factors: tuple[float, float] = Field(
+        (0.9, 1.1), description="speed factors drawn uniformly from [low, high]")
     log_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(100, ge=1)
     keep_checkpoints: int = Field(3, ge=1)
@@ -114,6 +119,14 @@ class TrainConfig(_Strict):
     eval_utterances: int = Field(100, ge=1, description="utterances per periodic evaluation")
     eval_splits: list[str] | None = Field(None, description="splits of the periodic evaluation; "
                                                             "default the dev split")
+
+    @model_validator(mode="after")
+    def _speed(self):
+        lo, hi = self.speed_factors
+        if not 0.5 <= lo <= hi <= 2.0:
+            raise ValueError(f"speed_factors {list(self.speed_factors)} must satisfy "
+                             f"0.5 <= low <= high <= 2.0")
+        return self
 
 
 _MEMORY_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,

@@ -38,7 +38,7 @@ from lhotse.dataset.sampling.dynamic_bucketing import estimate_duration_buckets
 from engine.checkpoint import atomic_save, save_model
 from engine.config import TrainConfig
 from engine.data.batching import TransducerDataset, bucket_sampler
-from engine.data.features import SpecAugment
+from engine.data.features import SpecAugment, SpeedPerturb
 from engine.data.noise import NoiseAugment
 from engine.data.tokenizer import Tokenizer
 from engine.models.build import to_dict
@@ -108,7 +108,9 @@ class Trainer:
         self.specaug_gen = torch.Generator().manual_seed(seed)
         self.dataset = TransducerDataset(
             tokenizer, spec_augment=SpecAugment(generator=self.specaug_gen) if cfg.spec_augment else None,
-            noise=NoiseAugment(cfg.noise_p, seed=seed) if cfg.noise_p > 0 else None)
+            noise=NoiseAugment(cfg.noise_p, seed=seed) if cfg.noise_p > 0 else None,
+            speed=(SpeedPerturb(cfg.speed_perturb, tuple(cfg.speed_factors), seed=seed + 17)
+                   if cfg.speed_perturb > 0 else None))
         # a compression wrapper (engine.compress) may bring parameters of its own with their own
         # learning rate (hard-concrete gates, Lagrange multipliers): ``param_groups(peak_lr)``
         own = model.param_groups(cfg.peak_lr) if hasattr(model, "param_groups") else []
@@ -167,7 +169,9 @@ class Trainer:
             "rng": {"torch": torch.get_rng_state(), "specaug": self.specaug_gen.get_state(),
                     "numpy": _np_state(), "python": random.getstate(),
                     "noise": self.dataset.noise.rng.bit_generator.state
-                    if self.dataset.noise else None},
+                    if self.dataset.noise else None,
+                    "speed": self.dataset.speed.rng.bit_generator.state
+                    if self.dataset.speed else None},
         }
 
     def save_checkpoint(self) -> Path:
@@ -200,6 +204,8 @@ class Trainer:
         random.setstate(st["rng"]["python"])
         if self.dataset.noise is not None and st["rng"]["noise"] is not None:
             self.dataset.noise.rng.bit_generator.state = st["rng"]["noise"]
+        if self.dataset.speed is not None and st["rng"].get("speed") is not None:
+            self.dataset.speed.rng.bit_generator.state = st["rng"]["speed"]
         self._truncate_metrics(self.progress.step)
         self.log(f"resumed from {ckpts[-1]} (step {self.progress.step})")
         return True

@@ -33,6 +33,7 @@ warmup_steps = 5
 log_every = 2
 checkpoint_every = {every}
 noise_p = 0.5
+speed_perturb = 0.5      # its draws are in the checkpoint too: resume stays exact
 threads = 1
 """)
     return path

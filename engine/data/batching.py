@@ -21,7 +21,7 @@ from lhotse import CutSet
 from lhotse.dataset import DynamicBucketingSampler
 from lhotse.dataset.sampling.dynamic_bucketing import estimate_duration_buckets
 
-from engine.data.features import DEFAULT_FBANK, FbankSettings, SpecAugment, fbank
+from engine.data.features import DEFAULT_FBANK, FbankSettings, SpecAugment, SpeedPerturb, fbank
 from engine.data.noise import NoiseAugment
 from engine.data.tokenizer import Tokenizer
 
@@ -39,12 +39,13 @@ class TransducerDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, tokenizer: Tokenizer, *, spec_augment: SpecAugment | None = None,
-                 noise: NoiseAugment | None = None, on_the_fly: bool = False,
-                 settings: FbankSettings = DEFAULT_FBANK) -> None:
+                 noise: NoiseAugment | None = None, speed: SpeedPerturb | None = None,
+                 on_the_fly: bool = False, settings: FbankSettings = DEFAULT_FBANK) -> None:
         self.tokenizer = tokenizer
         self.spec_augment = spec_augment
         self.augment = True  # the trainer turns SpecAugment off before ``spec_augment_from``
         self.noise = noise
+        self.speed = speed
         self.on_the_fly = on_the_fly
         self.settings = settings
 
@@ -57,9 +58,14 @@ class TransducerDataset(torch.utils.data.Dataset):
             audio = self.noise.corrupt(audio)
         return fbank(audio, self.settings)
 
+    def _perturbed(self, cut) -> torch.Tensor:
+        f = self._features(cut)
+        factor = self.speed.pick() if self.speed is not None else None
+        return f if factor is None else self.speed(f, factor)
+
     def __getitem__(self, cuts: CutSet) -> dict:
         cuts = cuts.sort_by_duration(ascending=False)
-        feats = [self._features(c) for c in cuts]
+        feats = [self._perturbed(c) for c in cuts]
         lens = torch.tensor([f.shape[0] for f in feats], dtype=torch.int64)
         x = torch.zeros(len(feats), int(lens.max()), feats[0].shape[1])
         for i, f in enumerate(feats):

@@ -262,3 +262,65 @@ class SpecAugment:
                 u[t0:t0 + w] = fill
             out[i, :n] = u
         return out
+
+
+# ----- speed perturbation on features ----------------------------------------------------------
+def _mel(hz: np.ndarray) -> np.ndarray:
+    return 1127.0 * np.log1p(np.asarray(hz, dtype=np.float64) / 700.0)
+
+
+def _inv_mel(mel: np.ndarray) -> np.ndarray:
+    return 700.0 * np.expm1(np.asarray(mel, dtype=np.float64) / 1127.0)
+
+
+class SpeedPerturb:
+    """Speed perturbation (Ko et al., Interspeech 2015: Kaldi's 0.9 / 1.0 / 1.1) done on log-mel
+    features, so cached features stay usable and no audio is decoded again.
+
+    Playing audio ``f`` times faster shortens it by ``f`` and moves every frequency up by ``f``
+    (pitch and formants, as a shorter vocal tract would: it stands in for a voice the corpus
+    lacks). Both are resampling: frames by linear interpolation at ``t * f``, and each mel bin
+    by linear interpolation of the log energy at the bin centre's frequency divided by ``f``
+    (past the top or bottom bin, the edge bin). Per utterance, with probability ``p``, ``f`` is
+    drawn uniformly from ``factors``; the frame count changes, so the batch is padded after it.
+    """
+
+    def __init__(self, p: float = 0.5, factors: tuple[float, float] = (0.9, 1.1),
+                 seed: int | None = None, settings: FbankSettings = DEFAULT_FBANK) -> None:
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"speed perturbation probability must be in [0, 1], got {p}")
+        lo, hi = factors
+        if not 0.5 <= lo <= hi <= 2.0:
+            raise ValueError(f"speed factors must satisfy 0.5 <= low <= high <= 2, got {factors}")
+        self.p, self.factors = p, (float(lo), float(hi))
+        self.rng = np.random.default_rng(seed)
+        nyquist = settings.sample_rate / 2
+        high = settings.high_freq if settings.high_freq > 0 else nyquist + settings.high_freq
+        m_lo, m_hi = _mel(settings.low_freq), _mel(high)
+        n = settings.num_mel_bins
+        # Kaldi's bin centres: n + 2 equally spaced mel points, the inner n
+        self.centres_hz = _inv_mel(m_lo + (m_hi - m_lo) * np.arange(1, n + 1) / (n + 1))
+        self._m_lo, self._step = m_lo, (m_hi - m_lo) / (n + 1)
+
+    def pick(self) -> float | None:
+        """The next utterance's factor, or None (left as it is)."""
+        if self.rng.random() >= self.p:
+            return None
+        return float(self.rng.uniform(*self.factors))
+
+    def __call__(self, x: torch.Tensor, factor: float) -> torch.Tensor:
+        """x: (T, F) log-mel of one utterance -> (round(T / factor), F)."""
+        t, n = x.shape
+        # frequency: the new bin k holds what the original had at centre_k / factor
+        pos = (_mel(self.centres_hz / factor) - self._m_lo) / self._step - 1.0
+        pos = torch.as_tensor(np.clip(pos, 0.0, n - 1.0), dtype=torch.float32)
+        i0 = pos.floor().long().clamp(max=n - 2)
+        w = pos - i0
+        y = x[:, i0] * (1 - w) + x[:, i0 + 1] * w
+        # time: the new frame j is the original at j * factor
+        t_new = max(1, int(round(t / factor)))
+        tpos = torch.clamp(torch.arange(t_new, dtype=torch.float32) * factor, max=t - 1.0)
+        j0 = tpos.floor().long().clamp(max=max(t - 2, 0))
+        wt = (tpos - j0)[:, None]
+        j1 = (j0 + 1).clamp(max=t - 1)
+        return y[j0] * (1 - wt) + y[j1] * wt

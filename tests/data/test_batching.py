@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from engine.data.batching import LoaderSettings, TransducerDataset, make_loader
@@ -54,3 +55,40 @@ def test_noise_augment_sources_differ_from_test_other():
     x = np.sin(np.linspace(0, 2000, 16000)).astype(np.float32) * 0.1
     y = aug.corrupt(x)
     assert y.shape == x.shape and np.abs(y).max() <= 1.0 and not np.allclose(x, y)
+
+
+def test_speed_perturbation_on_features_matches_speed_changed_audio(tiny):
+    """The feature-domain speed change lands much closer to the fbank of really resampled audio
+    than the unperturbed features do (frames and mel bins both move)."""
+    from engine.data.features import SpeedPerturb, fbank
+    from engine.data.noise import change_speed
+
+    cut = next(iter(compute_features(tiny, "dev")))
+    audio = cut.load_audio()[0]
+    base = fbank(audio)
+    sp = SpeedPerturb(p=1.0)
+    for factor in (0.9, 1.1):
+        real = fbank(change_speed(audio, factor))
+        warped = sp(base, factor)
+        assert abs(warped.shape[0] - real.shape[0]) <= 1, (warped.shape, real.shape)
+        n = min(warped.shape[0], real.shape[0])
+        # the unperturbed features, stretched in time only, as the baseline to beat
+        stretched = base[torch.clamp((torch.arange(n) * factor).round().long(),
+                                     max=base.shape[0] - 1)]
+        err = (warped[:n] - real[:n]).abs().mean()
+        err_time_only = (stretched - real[:n]).abs().mean()
+        assert err < 0.8 * err_time_only, (factor, float(err), float(err_time_only))
+
+
+def test_speed_perturbation_changes_lengths_and_keeps_tokens(tiny, tiny_tok):
+    from engine.data.features import SpeedPerturb
+
+    cuts = compute_features(tiny, "dev").subset(first=6)
+    clean = TransducerDataset(tiny_tok)[cuts]
+    fast = TransducerDataset(tiny_tok, speed=SpeedPerturb(p=1.0, factors=(1.2, 1.2)))[cuts]
+    assert clean["cut_ids"] == fast["cut_ids"]
+    assert torch.equal(clean["tokens"], fast["tokens"])
+    expected = torch.round(clean["feature_lens"].double() / 1.2).long()
+    assert torch.equal(fast["feature_lens"], expected)
+    with pytest.raises(ValueError, match="speed factors"):
+        SpeedPerturb(factors=(1.1, 0.9))
