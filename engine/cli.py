@@ -710,6 +710,47 @@ def results_cmd(
         _print_results(rows)
 
 
+@app.command("summary")
+def summary_cmd(
+    run: Optional[str] = typer.Argument(None, help="A run id (default: the newest run)."),
+    reference: Optional[str] = typer.Option(
+        None, "--reference", help="The model stage the others are compared with (default: the "
+                                  "first evaluated trained model, the teacher)."),
+    split: Optional[list[str]] = typer.Option(
+        None, "--split", help="Splits to show (repeat; default: test-clean and test-other)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """A run's compression table: each model's method, bytes, MACs per audio second, WER with its
+    interval and the paired difference to the teacher; then the explorer's Pareto page for it."""
+    from app import serve
+
+    from engine.report import compression_table, format_table, pareto_url
+    from engine.runner.client import status
+
+    home = _home()
+    if run is None:
+        runs = status(home)
+        if not runs:
+            _fail(f"no runs in {home} yet")
+        run = max(runs, key=lambda r: r["created"] or 0)["run_id"]
+    try:
+        table = compression_table(home, run, reference, split)
+    except ValueError as e:
+        _fail(str(e))
+    info = serve.running(home)
+    url = pareto_url(info["url"] if info else serve.url("127.0.0.1", 8501), run,
+                     (table["splits"] or ["test-clean"])[0])
+    if as_json:
+        typer.echo(json.dumps({**table, "pareto_url": url}, indent=2))
+        return
+    typer.echo(f"run {run}: compared with {table['reference']} on the same utterances "
+               f"(paired bootstrap, points)")
+    for line in format_table(table):
+        typer.echo(line)
+    typer.echo(f"Pareto front of this run: {url}"
+               + ("" if info else "  (start the explorer with `asrlab ui --background`)"))
+
+
 @app.command("ui")
 def ui_cmd(
     port: int = typer.Option(8501, "--port", help="Port to serve on."),

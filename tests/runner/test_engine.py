@@ -220,6 +220,13 @@ def test_reuse_takes_a_finished_stage_of_an_earlier_run_and_only_with_reuse(lab)
     twins = dict(lab.query("SELECT name, outputs FROM stages WHERE run_id = ?",
                            [reused["model"].split("/")[0]]))
     assert outputs["model"] == twins["model"] and "model.pt" in outputs["model"]
+    # the compression table of the reusing run finds its evaluations under the twin's run
+    table = json.loads(lab.cli("summary", again, "--json"))
+    twin = json.loads(lab.cli("summary", reused["eval"].split("/")[0], "--json"))
+    assert [r["model"] for r in table["rows"]] == ["model"] and table["reference"] == "model"
+    assert table["rows"][0]["splits"] == twin["rows"][0]["splits"]
+    assert table["rows"][0]["splits"]["test-clean"]["utterances"] == 10
+    assert table["pareto_url"].endswith(f"runs={again}") and "/pareto?" in table["pareto_url"]
 
 
 def test_grid_expansion_validates_every_combination():
