@@ -724,7 +724,7 @@ def summary_cmd(
     interval and the paired difference to the teacher; then the explorer's Pareto page for it."""
     from app import serve
 
-    from engine.report import compression_table, format_table, pareto_url
+    from engine.report import compression_table, explorer_urls, format_table
     from engine.runner.client import status
 
     home = _home()
@@ -738,17 +738,27 @@ def summary_cmd(
     except ValueError as e:
         _fail(str(e))
     info = serve.running(home)
-    url = pareto_url(info["url"] if info else serve.url("127.0.0.1", 8501), run,
-                     (table["splits"] or ["test-clean"])[0])
+    urls = explorer_urls(info["url"] if info else serve.url("127.0.0.1", 8501), table)
     if as_json:
-        typer.echo(json.dumps({**table, "pareto_url": url}, indent=2))
+        typer.echo(json.dumps({**table, "pareto_url": urls["pareto"], "urls": urls}, indent=2))
         return
     typer.echo(f"run {run}: compared with {table['reference']} on the same utterances "
                f"(paired bootstrap, points)")
     for line in format_table(table):
         typer.echo(line)
-    typer.echo(f"Pareto front of this run: {url}"
+    best = table["best"]
+    if best:
+        ref = next(r for r in table["rows"] if r["reference"])
+        smaller = (f", {1 - best['bytes'] / ref['bytes']:.0%} fewer bytes than "
+                   f"{table['reference']}" if best["bytes"] and ref["bytes"] else "")
+        typer.echo(f"ship: {best['model']} ({best['runtime']}){smaller}: {best['reason']}")
+    typer.echo(f"Pareto front of this run: {urls['pareto']}"
                + ("" if info else "  (start the explorer with `asrlab ui --background`)"))
+    for page, what in (("compare", f"{table['reference']} against the model to ship"),
+                       ("masks", "what pruning removed, block by block"),
+                       ("listen", "every model on the worst utterances")):
+        if page in urls:
+            typer.echo(f"{page.capitalize()}: {what}: {urls[page]}")
 
 
 @app.command("ui")

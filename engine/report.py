@@ -87,7 +87,8 @@ def compression_table(home: Path, run_id: str, reference: str | None = None,
             g["evals"].setdefault(r["split"], {**r, "source": src})
     evals = list(groups.values())
     if not evals:
-        return {"run_id": run_id, "reference": reference, "splits": splits or [], "rows": []}
+        return {"run_id": run_id, "reference": reference, "splits": splits or [], "rows": [],
+                "mask_stages": [], "best": None}
     if not splits:  # the test sets when evaluated, else every split
         have = {s for e in evals for s in e["evals"]}
         splits = [s for s in ("test-clean", "test-other") if s in have] or sorted(have)
@@ -103,7 +104,11 @@ def compression_table(home: Path, run_id: str, reference: str | None = None,
     out = []
     for e in evals:
         first = next(iter(e["evals"].values()))
+        # the explorer's id of these weights on each split (app.data.model_key: run/stage/step)
+        keys = {sp: f"{ev['source'][0]}/{ev['source'][1]}/{int(ev['step'])}"
+                for sp, ev in e["evals"].items()}
         row = {"stage": e["stage"], "model": e["model"], "method": _method(by_name, e["model"]),
+               "keys": keys,
                "runtime": e["runtime"], "params": first["params"], "bytes": first["bytes"],
                "macs_per_second": first["macs_per_second"], "rtf": first["rtf"],
                "reference": e is ref, "splits": {}}
@@ -125,7 +130,34 @@ def compression_table(home: Path, run_id: str, reference: str | None = None,
                     pass
             row["splits"][split] = cell
         out.append(row)
-    return {"run_id": run_id, "reference": reference, "splits": splits, "rows": out}
+    masks = [s["source"] for s in stages if s["kind"] in ("prune_l0", "prune_magnitude")]
+    table = {"run_id": run_id, "reference": reference, "splits": splits, "rows": out,
+             "mask_stages": [list(m) for m in masks]}
+    table["best"] = best_model(table)
+    return table
+
+
+def best_model(table: dict, split: str | None = None, within: float = 3.0) -> dict | None:
+    """The model to ship: the fewest bytes among the compressed rows whose paired difference to
+    the reference on ``split`` (default: the table's first) is at most ``within`` points at the
+    upper end of its 95% interval; where none is, the compressed row with the lowest WER there.
+    ``{"model", "runtime", "bytes", "within", "reason"}``, or None without compressed rows."""
+    split = split or (table["splits"] or [None])[0]
+    rows = [r for r in table["rows"] if not r["reference"] and split in r["splits"]]
+    if not rows:
+        return None
+    close = [r for r in rows if r["splits"][split]["delta_ci"] is not None
+             and r["splits"][split]["delta_ci"][1] <= within]
+    if close:
+        r = min(close, key=lambda r: (r["bytes"] or float("inf"), r["splits"][split]["wer"]))
+        reason = (f"fewest bytes within {within:g} points of {table['reference']} on {split} "
+                  f"(upper end of the paired 95% interval)")
+    else:
+        r = min(rows, key=lambda r: r["splits"][split]["wer"])
+        reason = (f"no compressed model is within {within:g} points of {table['reference']} on "
+                  f"{split}; this one has the lowest WER")
+    return {"model": r["model"], "runtime": r["runtime"], "bytes": r["bytes"], "split": split,
+            "key": r["keys"].get(split), "within": bool(close), "reason": reason}
 
 
 def format_table(table: dict) -> list[str]:
@@ -167,3 +199,25 @@ def _bytes(n) -> str:
 def pareto_url(base: str, run_id: str, split: str = "test-clean") -> str:
     """The explorer's Pareto page showing only this run's models."""
     return f"{base.rstrip('/')}/pareto?{urlencode({'split': split, 'runs': run_id})}"
+
+
+def explorer_urls(base: str, table: dict) -> dict[str, str]:
+    """Links into the explorer for the run: its Pareto front; Compare set to the reference
+    against the best compressed model; Listen with every model; Masks of its first pruning
+    stage (the pages read these query strings)."""
+    base = base.rstrip("/")
+    split = (table["splits"] or ["test-clean"])[0]
+    urls = {"pareto": pareto_url(base, table["run_id"], split)}
+    ref = next((r for r in table["rows"] if r["reference"]), None)
+    best = table.get("best")
+    if ref and best and ref["keys"].get(split) and best.get("key"):
+        urls["compare"] = f"{base}/compare?" + urlencode(
+            {"split": split, "a": ref["keys"][split], "b": best["key"]})
+    keys = [r["keys"][split] for r in table["rows"] if split in r["keys"]]
+    if keys:
+        urls["listen"] = f"{base}/listen?" + urlencode({"split": split, "models": keys},
+                                                      doseq=True)
+    if table.get("mask_stages"):
+        run, stage = table["mask_stages"][0]
+        urls["masks"] = f"{base}/masks?" + urlencode({"run": run, "stage": stage})
+    return urls

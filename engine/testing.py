@@ -241,6 +241,42 @@ tune_utterances = 6
 {stages}""")
         return path
 
+    def demo_twin(self, source: Path | None = None, utterances: int = 8) -> Path:
+        """``experiments/demo.toml``'s tiny twin: the same stages, kinds, inputs and methods,
+        read from the file itself (so the twin follows the demo as it changes), with the tiny
+        corpus, the tiny preset and a few steps per stage."""
+        import tomllib
+
+        from engine.config import to_toml
+
+        src = source or Path(__file__).resolve().parents[1] / "experiments" / "demo.toml"
+        exp = tomllib.loads(src.read_text())
+        self._n += 1
+        exp["name"] = f"{exp['name']}-twin{self._n}"
+        exp["data"] = {**exp["data"], "corpus": str(self.corpus), "vocab_size": 64}
+        for st in exp["stages"]:
+            if isinstance(st.get("model"), dict):
+                st["model"] = {**st["model"], "preset": "tiny"}
+                if st["model"].get("blocks"):  # tiny has 3, the fewest the config allows
+                    st["model"]["blocks"] = 3
+            if "train" in st:
+                t = st["train"]
+                steps = 30 if st["kind"] == "train" else 12
+                t.update(max_steps=steps, max_duration=20.0,
+                         warmup_steps=min(t.get("warmup_steps", 5), 5),
+                         loss_warmup_steps=min(t.get("loss_warmup_steps", 0), 5),
+                         log_every=4, checkpoint_every=6)
+                t.pop("max_minutes", None)
+                if t.get("eval_every"):
+                    t.update(eval_every=15, eval_utterances=utterances)
+            if "prune" in st and st["kind"] == "prune_l0":
+                st["prune"].update(warmup_steps=6, gate_lr=0.2, finetune_steps=4, mask_every=4)
+            if st["kind"] == "evaluate":
+                st["max_utterances"] = utterances
+        path = self.tmp / f"demo-twin{self._n}.toml"
+        path.write_text(to_toml(exp))
+        return path
+
     def cli(self, *args: str, check: bool = True, timeout: float = 120):
         import os
         import subprocess

@@ -1,6 +1,8 @@
 """The compression table's text: each paired difference says whether it is significant."""
 
-from engine.report import format_table, pareto_url
+from urllib.parse import parse_qs, urlsplit
+
+from engine.report import best_model, explorer_urls, format_table, pareto_url
 
 
 def _cell(wer, delta=None, ci=None):
@@ -26,3 +28,44 @@ def test_each_difference_is_marked_by_its_interval():
 def test_the_pareto_url_selects_the_run():
     assert pareto_url("http://localhost:8501/", "run-1", "test-other") == \
         "http://localhost:8501/pareto?split=test-other&runs=run-1"
+
+
+def _row(model, nbytes, wer, ci=None, reference=False, runtime="torch"):
+    delta = None if ci is None else (ci[0] + ci[1]) / 2
+    return {"model": model, "method": "m", "runtime": runtime, "bytes": nbytes,
+            "macs_per_second": 1e7, "reference": reference, "keys": {"test-clean": f"r/{model}/1"},
+            "splits": {"test-clean": _cell(wer, delta, ci)}}
+
+
+def _table(*rows, masks=()):
+    return {"run_id": "r", "reference": "teacher", "splits": ["test-clean"], "rows": list(rows),
+            "mask_stages": [list(m) for m in masks]}
+
+
+def test_the_model_to_ship_is_the_smallest_within_three_points_at_the_interval_s_top():
+    t = _table(_row("teacher", 6_000_000, 10.0, reference=True),
+               _row("kd", 4_700_000, 10.5, [-0.5, 1.5]),
+               _row("l0", 3_100_000, 11.0, [0.0, 2.5]),
+               _row("l0-int8", 900_000, 12.5, [1.0, 3.5], runtime="sherpa-onnx"),  # too close to call
+               _row("tiny", 100_000, 40.0, [28.0, 32.0]))
+    best = best_model(t)
+    assert best["model"] == "l0" and best["within"] and best["key"] == "r/l0/1"
+    # none within: the lowest WER among the compressed, and the reason says so
+    t = _table(_row("teacher", 6_000_000, 10.0, reference=True),
+               _row("a", 1_000, 30.0, [18.0, 22.0]), _row("b", 2_000, 20.0, [8.0, 12.0]))
+    best = best_model(t)
+    assert best["model"] == "b" and not best["within"] and "no compressed model" in best["reason"]
+    assert best_model(_table(_row("teacher", 1, 10.0, reference=True))) is None
+
+
+def test_explorer_links_open_the_run_s_pages_preset():
+    t = _table(_row("teacher", 6_000_000, 10.0, reference=True),
+               _row("l0", 3_000_000, 10.5, [-0.5, 1.5]), masks=[("r0", "l0")])
+    t["best"] = best_model(t)
+    urls = explorer_urls("http://h:1/", t)
+    q = {k: parse_qs(urlsplit(u).query) for k, u in urls.items()}
+    assert urlsplit(urls["compare"]).path == "/compare"
+    assert q["compare"] == {"split": ["test-clean"], "a": ["r/teacher/1"], "b": ["r/l0/1"]}
+    assert q["listen"]["models"] == ["r/teacher/1", "r/l0/1"]
+    assert q["masks"] == {"run": ["r0"], "stage": ["l0"]}
+    assert q["pareto"] == {"split": ["test-clean"], "runs": ["r"]}

@@ -126,3 +126,83 @@ def test_runs_page_updates_live_while_the_engine_trains(page, explorer, filled_l
     assert filled_lab.status(run_id)["state"] == "done"
     assert shots.exceptions(page) == []
     snap(page, tmp_path, "runs-after")
+
+
+# ----- the demo's tiny twin: `make demo`'s graph end to end, then the pages it links ------------
+# (last in this file: its models join the lab after the point-count test above has run)
+@pytest.fixture(scope="module")
+def demo_run(filled_lab):
+    """experiments/demo.toml's tiny twin (same stages, tiny sizes) through the supervisor, then
+    the same file again with --reuse, as a second `make demo` runs it."""
+    exp = filled_lab.demo_twin(utterances=6)
+    first = json.loads(filled_lab.cli("run", str(exp), "--json"))["run_id"]
+    assert filled_lab.wait(first, timeout=600)["state"] == "done", filled_lab.status(first)
+    again = json.loads(filled_lab.cli("run", str(exp), "--reuse", "--json"))["run_id"]
+    assert filled_lab.wait(again)["state"] == "done", filled_lab.status(again)
+    return first, again, json.loads(filled_lab.cli("summary", first, "--json"))
+
+
+def test_the_demo_twin_has_the_demo_s_stages_and_prints_its_compression_table(
+        demo_run, filled_lab):
+    import tomllib
+
+    from app.serve import ROOT
+    first, again, table = demo_run
+    demo = tomllib.loads((ROOT / "experiments" / "demo.toml").read_text())
+    twin = {s["name"]: s["kind"] for s in filled_lab.status(first)["stages"]}
+    assert twin == {s["name"]: s["kind"] for s in demo["stages"]}
+    # one row per model and runtime, on both test sets, each paired with the teacher
+    assert table["reference"] == "teacher"
+    got = {(r["model"], r["runtime"]) for r in table["rows"]}
+    assert got == {("teacher", "torch"), ("kd", "torch"), ("l0", "torch"),
+                   ("l0", "sherpa-onnx"), ("l0", "sherpa-onnx-int8")}
+    for r in table["rows"]:
+        assert set(r["splits"]) == {"test-clean", "test-other"}
+        assert r["reference"] or all(c["delta_ci"] for c in r["splits"].values())
+    rows = {(r["model"], r["runtime"]): r for r in table["rows"]}
+    assert rows[("l0", "torch")]["params"] < rows[("teacher", "torch")]["params"]  # removed
+    assert rows[("l0", "sherpa-onnx-int8")]["bytes"] < rows[("l0", "sherpa-onnx")]["bytes"] / 2
+    assert table["best"] and table["best"]["model"] in ("kd", "l0")
+    assert table["mask_stages"] == [[first, "l0"]]
+    # the second run computed nothing and reports the same table
+    stages = filled_lab.status(again)["stages"]
+    assert all(s["reused_from"] and s["reused_from"].startswith(first) for s in stages)
+    reused = json.loads(filled_lab.cli("summary", again, "--json"))
+    assert [(r["model"], r["runtime"], r["splits"]) for r in reused["rows"]] == \
+        [(r["model"], r["runtime"], r["splits"]) for r in table["rows"]]
+    text = filled_lab.cli("summary", first)
+    assert "ship: " in text and "/pareto?" in text and "/compare?" in text
+
+
+def test_the_demo_s_links_open_pages_with_content(page, explorer, demo_run, tmp_path):
+    first, _, table = demo_run
+    urls = {k: u.replace(u.split("/")[2], explorer.split("/")[2]) for k, u in
+            table["urls"].items()}  # the summary ran before this test's explorer had a port
+    assert set(urls) == {"pareto", "compare", "listen", "masks"}
+    page.goto(urls["pareto"])
+    page.wait_for_selector("h1:has-text('Pareto')", timeout=60_000)
+    shots.settle(page)
+    points = page.locator(".js-plotly-plot .scatterlayer .trace .points path")
+    points.first.wait_for(timeout=60_000)
+    assert points.count() == len(table["rows"]) == 5  # only the demo run's models
+    assert shots.exceptions(page) == []
+    snap(page, tmp_path, "demo-pareto")
+    page.goto(urls["compare"])
+    page.wait_for_selector("h1:has-text('Compare')", timeout=60_000)
+    shots.settle(page)
+    body = page.locator("[data-testid='stMain']").first.inner_text()
+    best = table["best"]["model"]
+    assert "· teacher @" in body and f"· {best} @" in body, body[:500]
+    assert "shared utterances" in body and shots.exceptions(page) == []
+    snap(page, tmp_path, "demo-compare")
+    page.goto(urls["masks"])
+    page.wait_for_selector("h1:has-text('Masks')", timeout=60_000)
+    shots.settle(page)
+    page.locator(".js-plotly-plot .heatmaplayer").first.wait_for(timeout=60_000)
+    assert "block that lost most" in page.content() and shots.exceptions(page) == []
+    page.goto(urls["listen"])
+    page.wait_for_selector("h1:has-text('Listen')", timeout=60_000)
+    shots.settle(page)
+    assert page.locator('audio[data-testid="stAudio"]').count() >= 1
+    assert shots.exceptions(page) == []
+    snap(page, tmp_path, "demo-listen")
