@@ -54,7 +54,7 @@ demo-train: setup
 # test files spread over TEST_WORKERS processes, each file whole in one (its fixtures built once)
 TEST_WORKERS ?= 2
 test: setup
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 bench: setup
 	$(BIN)/python benchmarks/bench_data.py

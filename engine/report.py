@@ -196,9 +196,22 @@ def _bytes(n) -> str:
     return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
 
 
-def pareto_url(base: str, run_id: str, split: str = "test-clean") -> str:
-    """The explorer's Pareto page showing only this run's models."""
-    return f"{base.rstrip('/')}/pareto?{urlencode({'split': split, 'runs': run_id})}"
+def pareto_url(base: str, run_id: str | list[str], split: str = "test-clean") -> str:
+    """The explorer's Pareto page showing only these runs' models."""
+    runs = [run_id] if isinstance(run_id, str) else list(run_id)
+    return f"{base.rstrip('/')}/pareto?{urlencode({'split': split, 'runs': runs}, doseq=True)}"
+
+
+def source_runs(table: dict) -> list[str]:
+    """The runs whose evaluations the table shows, in order: the run itself, or for stages it
+    reused, the earlier runs that computed them (the Pareto page filters on these)."""
+    runs = []
+    for r in table["rows"]:
+        for key in r.get("keys", {}).values():
+            run = key.split("/", 1)[0]
+            if run not in runs:
+                runs.append(run)
+    return runs or [table["run_id"]]
 
 
 def explorer_urls(base: str, table: dict) -> dict[str, str]:
@@ -207,7 +220,7 @@ def explorer_urls(base: str, table: dict) -> dict[str, str]:
     stage (the pages read these query strings)."""
     base = base.rstrip("/")
     split = (table["splits"] or ["test-clean"])[0]
-    urls = {"pareto": pareto_url(base, table["run_id"], split)}
+    urls = {"pareto": pareto_url(base, source_runs(table), split)}
     ref = next((r for r in table["rows"] if r["reference"]), None)
     best = table.get("best")
     if ref and best and ref["keys"].get(split) and best.get("key"):

@@ -2,7 +2,7 @@
 
 from urllib.parse import parse_qs, urlsplit
 
-from engine.report import best_model, explorer_urls, format_table, pareto_url
+from engine.report import best_model, explorer_urls, format_table, pareto_url, source_runs
 
 
 def _cell(wer, delta=None, ci=None):
@@ -69,3 +69,14 @@ def test_explorer_links_open_the_run_s_pages_preset():
     assert q["listen"]["models"] == ["r/teacher/1", "r/l0/1"]
     assert q["masks"] == {"run": ["r0"], "stage": ["l0"]}
     assert q["pareto"] == {"split": ["test-clean"], "runs": ["r"]}
+
+
+def test_a_reused_run_s_pareto_link_names_the_runs_that_computed_its_models():
+    t = _table(_row("teacher", 6_000_000, 10.0, reference=True),
+               _row("l0", 3_000_000, 10.5, [-0.5, 1.5]))
+    t["run_id"] = "r2"  # a second run that reused every stage of run "r" and "r1"
+    t["rows"][1]["keys"] = {"test-clean": "r1/l0/1"}
+    assert source_runs(t) == ["r", "r1"]
+    q = parse_qs(urlsplit(explorer_urls("http://h:1", t)["pareto"]).query)
+    assert q["runs"] == ["r", "r1"]
+    assert source_runs({"run_id": "r3", "rows": []}) == ["r3"]
