@@ -41,7 +41,7 @@ demo: setup
 	$(BIN)/asrlab corpus info $(DEMO_DIR) && \
 	$(BIN)/asrlab run experiments/demo.toml --reuse --wait && \
 	$(BIN)/asrlab ui --background --port $(UI_PORT) && \
-	$(BIN)/asrlab summary && \
+	$(BIN)/asrlab summary --name demo && \
 	echo "make demo: $$(( ($$(date +%s) - start) / 60 )) min $$(( ($$(date +%s) - start) % 60 )) s after set-up"
 
 # One model only, for people who want to see training: experiments/quickstart.toml.

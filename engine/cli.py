@@ -737,6 +737,8 @@ def summary_cmd(
     split: Optional[list[str]] = typer.Option(
         None, "--split", help="Splits to show (repeat; default: test-clean and test-other)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    name: Optional[str] = typer.Option(None, "--name", help="Without a run id: the newest run "
+                                                           "of the experiment with this name."),
 ) -> None:
     """A run's compression table: each model's method, bytes, MACs per audio second, WER with its
     interval and the paired difference to the teacher; then the explorer's Pareto page for it."""
@@ -747,9 +749,10 @@ def summary_cmd(
 
     home = _home()
     if run is None:
-        runs = status(home)
+        runs = [r for r in status(home) if name is None or r["name"] == name]
         if not runs:
-            _fail(f"no runs in {home} yet")
+            _fail(f"no runs in {home} yet" if name is None else
+                  f"no run of an experiment named {name!r} in {home}")
         run = max(runs, key=lambda r: r["created"] or 0)["run_id"]
     try:
         table = compression_table(home, run, reference, split)

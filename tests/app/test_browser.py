@@ -175,6 +175,11 @@ def test_the_demo_twin_has_the_demo_s_stages_and_prints_its_compression_table(
         [(r["model"], r["runtime"], r["splits"]) for r in table["rows"]]
     text = filled_lab.cli("summary", first)
     assert "ship: " in text and "/pareto?" in text and "/compare?" in text
+    # `make demo` asks for the newest run of the demo by name, whatever else the lab ran since
+    name = filled_lab.status(first)["name"]
+    assert json.loads(filled_lab.cli("summary", "--name", name, "--json"))["run_id"] == again
+    bad = filled_lab.cli("summary", "--name", "no-such-experiment", check=False)
+    assert bad.returncode != 0 and "no run of an experiment named 'no-such-experiment'" in bad.stderr
 
 
 def test_the_demo_s_links_open_pages_with_content(page, explorer, demo_run, tmp_path):
