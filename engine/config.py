@@ -264,7 +264,8 @@ class L0Config(_Strict):
                                                       "(per unit of sparsity gap)")
     penalty: float = Field(100.0, ge=0.0, description="rho: fixed weight of (s - t)^2 beside "
                                                       "the learned lambda2 (damps overshoot)")
-    init_keep: float = Field(0.95, gt=0.0, lt=1.0, description="initial P(gate on)")
+    init_keep: float = Field(0.95, gt=0.0, lt=1.0, description="initial P(gate != 0), "
+                                                              "each gate's p_open at step 0")
     units: list[Literal["modules", "heads", "ffn", "conv"]] = Field(
         ["modules", "heads", "ffn", "conv"], min_length=1, description="what the gates act on")
     finetune_steps: int = Field(0, ge=0, description="steps of training of the pruned dense "

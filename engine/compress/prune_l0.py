@@ -50,8 +50,10 @@ class HardConcrete(nn.Module):
     """``n`` hard-concrete gates."""
 
     def __init__(self, n: int, init_keep: float = 0.95) -> None:
+        """Gates that start open with probability ``init_keep`` (``p_open`` of the initial
+        log-alpha; without the stretch term below, 0.95 gave 0.989)."""
         super().__init__()
-        la = math.log(init_keep / (1 - init_keep))
+        la = math.log(init_keep / (1 - init_keep)) + BETA * math.log(-GAMMA / ZETA)
         self.log_alpha = nn.Parameter(torch.full((n,), la) + 0.01 * torch.randn(n))
 
     def p_open(self) -> Tensor:

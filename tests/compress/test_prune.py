@@ -43,6 +43,25 @@ def test_a_gate_at_plus_or_minus_ten_is_fully_on_or_off(la, expected):
     assert torch.equal(g.deterministic(), torch.full((8,), expected))
 
 
+@pytest.mark.parametrize("la", [-1.5, 0.0, 0.8, 2.5])
+def test_p_open_is_the_share_of_samples_that_are_not_zero(la):
+    # fixes the sign of the stretch term in P(z != 0): sampled gates must agree with it
+    torch.manual_seed(0)
+    g = HardConcrete(200_000)
+    with torch.no_grad():
+        g.log_alpha.fill_(la)
+    g.train()
+    share = float((g.sample() > 0).float().mean())
+    assert share == pytest.approx(float(g.p_open()[0]), abs=0.005)
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.9, 0.95])
+def test_init_keep_is_each_gate_s_initial_p_open(keep):
+    torch.manual_seed(0)
+    p = HardConcrete(1000, init_keep=keep).p_open().detach()
+    assert float(p.mean()) == pytest.approx(keep, abs=0.002)
+
+
 def test_deterministic_gates_keep_the_expected_number_of_units():
     g = HardConcrete(10)
     with torch.no_grad():
