@@ -172,6 +172,21 @@ class _Stage(_Strict):
     resources: Resources | None = Field(None, description="cpus / gpus / memory on a Ray "
                                                           "cluster; not part of the identity")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_defaults(cls, data):
+        """A table the file gives (``[stages.kd]``) is laid over the stage kind's own default
+        for it, not over the table's class defaults: prune_l0's ``kd`` defaults to layerwise KD
+        1.0, and ``[stages.kd] weight = 0.5`` must not silently turn that off."""
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for name, field in cls.model_fields.items():
+            default = field.default
+            if isinstance(default, BaseModel) and isinstance(out.get(name), dict):
+                out[name] = {**default.model_dump(exclude_defaults=True), **out[name]}
+        return out
+
 
 class _DataParallel(_Stage):
     """A training stage that may run data-parallel: ``nproc`` processes per node (and
