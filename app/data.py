@@ -92,6 +92,17 @@ def training_curve(home: Path, run_id: str, stage: str) -> pd.DataFrame:
     return pd.DataFrame([{"step": r["step"], **json.loads(r["data"])} for r in rows])
 
 
+def zeroed_losses(curve: pd.DataFrame) -> dict | None:
+    """How many training utterances of a stage got a zeroed loss (no gradient), from its logged
+    windows; None when none did (or the stage logs no count)."""
+    if "zeroed_losses" not in curve or not curve["zeroed_losses"].fillna(0).sum():
+        return None
+    z, n = curve["zeroed_losses"].fillna(0), curve["utterances"].fillna(0)
+    return {"zeroed": int(z.sum()), "utterances": int(n.sum()),
+            "share": float(z.sum() / max(n.sum(), 1)),
+            "worst_step": int(curve.loc[(z / n.clip(lower=1)).idxmax(), "step"])}
+
+
 def stage_evals(home: Path, run_id: str, stage: str) -> pd.DataFrame:
     """The WER of every evaluation of the weights ``stage`` produced, by step and split."""
     rows = read(db_path(home), """
