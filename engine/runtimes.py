@@ -112,8 +112,7 @@ class SherpaTransducer:
 
 def _macs(config: dict, feats: list[torch.Tensor], decoder_calls: int, joiner_calls: int,
           audio_seconds: float) -> float:
-    from torch.utils.flop_counter import FlopCounterMode
-
+    from engine.compress.accounting import flop_counter
     from engine.sherpa_graphs import Decoder, Encoder, Joiner
     from engine.models.build import build, from_dict
 
@@ -121,14 +120,14 @@ def _macs(config: dict, feats: list[torch.Tensor], decoder_calls: int, joiner_ca
     enc, dec, join = Encoder(model), Decoder(model), Joiner(model)
     j = model.cfg.joiner_dim
     with torch.no_grad():
-        with FlopCounterMode(display=False) as c:
+        with flop_counter() as c:
             for f in feats:
                 enc(f[None], torch.tensor([f.shape[0]]))
         encoder = c.get_total_flops()
-        with FlopCounterMode(display=False) as c:
+        with flop_counter() as c:
             dec(torch.zeros(1, model.cfg.predictor.context, dtype=torch.long))
         per_dec = c.get_total_flops()
-        with FlopCounterMode(display=False) as c:
+        with flop_counter() as c:
             join(torch.zeros(1, j), torch.zeros(1, j))
         per_join = c.get_total_flops()
     return (encoder + decoder_calls * per_dec + joiner_calls * per_join) / 2.0 / audio_seconds
