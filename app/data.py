@@ -49,6 +49,29 @@ def model_label(run_id: str, run_name: str, model_stage: str, step) -> str:
     return f"{run_name}#{run_id.rsplit('-', 1)[-1]} · {model_stage} @ {int(step)}"
 
 
+def corpus_of(config: str | dict | None, home: Path | None = None) -> str:
+    """Which corpus a run's evaluations scored: its ``data.corpus``, a built-in tier's folder
+    under the lab named as the tier (``builtin:demo`` and ``LAB/corpora/demo`` are one corpus).
+    Every built-in tier names its cuts ``{split}-{i:06d}``: results pair only within one corpus."""
+    try:
+        cfg = json.loads(config) if isinstance(config, str) else (config or {})
+    except ValueError:
+        cfg = {}
+    corpus = str((cfg.get("data") or {}).get("corpus") or "builtin:tiny")
+    if home is not None and not corpus.startswith("builtin:"):
+        p = Path(corpus)
+        tiers = Path(home).resolve() / "corpora"
+        if p.parent.resolve() == tiers and p.name in ("tiny", "demo", "full"):
+            return f"builtin:{p.name}"
+    return corpus
+
+
+def run_corpora(home: Path) -> dict[str, str]:
+    """run id -> the corpus its evaluations scored."""
+    return {r["run_id"]: corpus_of(r["config"], home)
+            for r in read(db_path(home), "SELECT run_id, config FROM runs")}
+
+
 def _frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns) if rows else pd.DataFrame(columns=columns)
 
@@ -92,6 +115,17 @@ def training_curve(home: Path, run_id: str, stage: str) -> pd.DataFrame:
     return pd.DataFrame([{"step": r["step"], **json.loads(r["data"])} for r in rows])
 
 
+def zeroed_losses(curve: pd.DataFrame) -> dict | None:
+    """How many training utterances of a stage got a zeroed loss (no gradient), from its logged
+    windows; None when none did (or the stage logs no count)."""
+    if "zeroed_losses" not in curve or not curve["zeroed_losses"].fillna(0).sum():
+        return None
+    z, n = curve["zeroed_losses"].fillna(0), curve["utterances"].fillna(0)
+    return {"zeroed": int(z.sum()), "utterances": int(n.sum()),
+            "share": float(z.sum() / max(n.sum(), 1)),
+            "worst_step": int(curve.loc[(z / n.clip(lower=1)).idxmax(), "step"])}
+
+
 def stage_evals(home: Path, run_id: str, stage: str) -> pd.DataFrame:
     """The WER of every evaluation of the weights ``stage`` produced, by step and split."""
     rows = read(db_path(home), """
@@ -114,7 +148,7 @@ def splits(home: Path) -> list[str]:
 
 
 MODEL_COLUMNS = ["model", "run_id", "run_name", "stage", "model_stage", "method", "runtime", "step",
-                 "split",
+                 "split", "corpus",
                  "wer", "wer_lo", "wer_hi", "utterances", "params", "nonzero_params", "bytes",
                  "macs_per_second", "rtf", "decoding", "tags"]
 
@@ -168,11 +202,21 @@ def models(home: Path, split: str, choice: str = "final", step: int | None = Non
         ORDER BY r.created, e.ms""", [split, dev_split] + params[1:] + pick_params + [split])
     for r in rows:
         r["model"] = model_key(r["run_id"], r["stage"], r["step"])
+        config = r.pop("config")
+        r["corpus"] = corpus_of(config, home)
         try:
-            r["tags"] = ", ".join(json.loads(r.pop("config") or "{}").get("tags") or [])
+            r["tags"] = ", ".join(json.loads(config or "{}").get("tags") or [])
         except ValueError:
             r["tags"] = ""
     return _frame(rows, MODEL_COLUMNS)
+
+
+def main_corpus(models: pd.DataFrame) -> str | None:
+    """The corpus most of these models were scored on (the Pareto page's default)."""
+    if models.empty:
+        return None
+    counts = models["corpus"].value_counts()
+    return str(sorted(counts.index, key=lambda c: (-counts[c], c))[0])
 
 
 def model_details(home: Path, key: str) -> dict:
@@ -214,6 +258,10 @@ def compare(home: Path, a: str, b: str, split: str) -> dict:
     and the change in errors."""
     ra, sa, pa = parse_model_key(a)
     rb, sb, pb = parse_model_key(b)
+    corpora = run_corpora(home)
+    ca, cb = corpora.get(ra), corpora.get(rb)
+    if ca != cb:  # the same cut ids name different utterances: nothing pairs
+        return {"utterances": 0, "rows": pd.DataFrame(), "corpora": (ca, cb)}
     rows = read(db_path(home), """
         SELECT x.cut_id, x.reference, x.hypothesis AS hyp_a, y.hypothesis AS hyp_b,
                x.ref_words, x.substitutions AS sub_a, x.deletions AS del_a, x.insertions AS ins_a,
@@ -257,10 +305,15 @@ def utterances(home: Path, keys: list[str], split: str, search: str = "",
 
 
 def hypotheses_of(home: Path, keys: list[str], split: str, cut_id: str) -> list[dict]:
-    """Each model's hypothesis of one utterance (models that did not decode it are left out)."""
+    """Each model's hypothesis of one utterance (models that did not decode it, or decoded
+    another corpus whose cut has the same id, are left out)."""
     out = []
+    corpora = run_corpora(home)
+    first = corpora.get(parse_model_key(keys[0])[0]) if keys else None
     for key in keys:
         run_id, stage, step = parse_model_key(key)
+        if corpora.get(run_id) != first:
+            continue
         rows = read(db_path(home), """
             SELECT reference, hypothesis, substitutions + deletions + insertions AS errors,
                    ref_words, audio, start, duration, nbest

@@ -74,8 +74,8 @@ def onnx_dirs(db: Path, run: str) -> dict[str, Path]:
 def side_by_side_rtf(folder: Path, corpus: Path, n: int = 20, rounds: int = 5) -> tuple:
     """(fp32 RTF, int8 RTF): sherpa-onnx at 1 thread, alternating, medians of ``rounds``."""
     from engine.runtimes import SherpaTransducer, _files
-    from engine.export import read_sherpa_folder
-    from engine.stages import split_features
+    from engine.sherpa_graphs import read_sherpa_folder
+    from engine.data.features import split_features
 
     info = read_sherpa_folder(folder)
     cuts = list(split_features(corpus, "test-clean"))[:n]

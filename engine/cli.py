@@ -574,8 +574,6 @@ def run_cmd(
     storage: Optional[Path] = typer.Option(None, "--storage", help=STORAGE_HELP),
 ) -> None:
     """Submit an experiment; its stages run in the background (returns at once)."""
-    from engine.runner.client import results
-
     try:
         rec = _submit(experiment, [], executor, reuse, address, storage)[0]
     except _engine_errors() as e:

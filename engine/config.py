@@ -24,6 +24,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 # a module type fp32 only on a significant loss)
 SHERPA_FORMAT_VERSION = 3
 
+# the module types an int8 export can keep fp32 (engine/compress/quantize.py maps exported node
+# names onto them); here, below the quantizer, so the export stage's keep_fp32 is checked at parsing
+MODULE_TYPES = ("subsampling", "feed_forward", "attention", "convolution", "time_reduction",
+                "encoder_proj", "decoder", "joiner")
+
 
 class ConfigError(ValueError):
     """An experiment that cannot run; the message names the file, the key path and the value."""
@@ -166,6 +171,21 @@ class _Stage(_Strict):
 
     resources: Resources | None = Field(None, description="cpus / gpus / memory on a Ray "
                                                           "cluster; not part of the identity")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_defaults(cls, data):
+        """A table the file gives (``[stages.kd]``) is laid over the stage kind's own default
+        for it, not over the table's class defaults: prune_l0's ``kd`` defaults to layerwise KD
+        1.0, and ``[stages.kd] weight = 0.5`` must not silently turn that off."""
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for name, field in cls.model_fields.items():
+            default = field.default
+            if isinstance(default, BaseModel) and isinstance(out.get(name), dict):
+                out[name] = {**default.model_dump(exclude_defaults=True), **out[name]}
+        return out
 
 
 class _DataParallel(_Stage):
@@ -383,8 +403,6 @@ class ExportStage(_Stage):
 
     @model_validator(mode="after")
     def _format(self):
-        from engine.compress.quantize import MODULE_TYPES
-
         if self.format == "torch" and (self.int8 or self.sensitivity or self.keep_fp32):
             raise ValueError("int8, sensitivity and keep_fp32 apply to format = 'sherpa-onnx'")
         if self.sensitivity and not self.int8:

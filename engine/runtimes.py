@@ -112,23 +112,22 @@ class SherpaTransducer:
 
 def _macs(config: dict, feats: list[torch.Tensor], decoder_calls: int, joiner_calls: int,
           audio_seconds: float) -> float:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from engine.export import _Decoder, _Encoder, _Joiner
+    from engine.compress.accounting import flop_counter
+    from engine.sherpa_graphs import Decoder, Encoder, Joiner
     from engine.models.build import build, from_dict
 
     model = build(from_dict(config)).for_inference().eval()
-    enc, dec, join = _Encoder(model), _Decoder(model), _Joiner(model)
+    enc, dec, join = Encoder(model), Decoder(model), Joiner(model)
     j = model.cfg.joiner_dim
     with torch.no_grad():
-        with FlopCounterMode(display=False) as c:
+        with flop_counter() as c:
             for f in feats:
                 enc(f[None], torch.tensor([f.shape[0]]))
         encoder = c.get_total_flops()
-        with FlopCounterMode(display=False) as c:
+        with flop_counter() as c:
             dec(torch.zeros(1, model.cfg.predictor.context, dtype=torch.long))
         per_dec = c.get_total_flops()
-        with FlopCounterMode(display=False) as c:
+        with flop_counter() as c:
             join(torch.zeros(1, j), torch.zeros(1, j))
         per_join = c.get_total_flops()
     return (encoder + decoder_calls * per_dec + joiner_calls * per_join) / 2.0 / audio_seconds
@@ -139,10 +138,10 @@ def evaluate_exported(folder: Path, corpus: Path, split: str, runtime: str = "sh
                       accounting: bool = True, accounting_utterances: int = 20,
                       repeats: int = 3) -> dict:
     """``{"summary", "utterances"}`` as ``evaluate_model`` returns, for an exported folder."""
-    from engine.data.batching import cut_text
+    from engine.data.batching import audio_of, cut_text
+    from engine.data.features import split_features
     from engine.evaluate import score_utterance, summarize
-    from engine.export import read_sherpa_folder
-    from engine.stages import audio_of, split_features
+    from engine.sherpa_graphs import read_sherpa_folder
 
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; expected one of {', '.join(RUNTIMES)}")

@@ -26,7 +26,8 @@ from engine.config import (DistillStage, EvaluateStage, Experiment, ExportStage,
                            LASDistillStage, LASTrainStage, PruneL0Stage, PruneMagnitudeStage,
                            TrainStage)
 from engine.data.corpus import write_json_atomic
-from engine.data.features import compute_features, train_cmvn
+from engine.data.batching import audio_of, batches_of
+from engine.data.features import split_features, train_cmvn
 from engine.data.tokenizer import Tokenizer, tokenizer_dir, train_tokenizer
 from engine.models.build import build, preset
 from engine.models.transducer import Transducer
@@ -71,14 +72,6 @@ def corpus_tokenizer(corpus: Path, vocab_size: int, model_type: str) -> Tokenize
             texts = [s.text for s in load_supervisions(corpus, "train")]
             train_tokenizer(texts, path, vocab_size, model_type)
     return Tokenizer(path)
-
-
-def split_features(corpus: Path, split: str, progress: bool = False):
-    """Cached-feature cuts of one split; workers side by side compute a cache once."""
-    from engine.locks import file_lock
-
-    with file_lock(corpus / ".prepare.lock"):
-        return compute_features(corpus, split, progress=progress)
 
 
 def _no_event(type_: str, **data) -> None:
@@ -465,20 +458,6 @@ def fit(stage, ctx: Context, trained, out: Path | None = None, limits=None, step
 
 
 # ----- evaluate ----------------------------------------------------------------------------------
-def batches_of(cuts, max_seconds: float = 60.0):
-    """Cached-feature batches of whole cuts, longest first (less padding)."""
-    cuts = sorted(cuts, key=lambda c: -c.duration)
-    batch, total = [], 0.0
-    for c in cuts:
-        if batch and total + c.duration > max_seconds:
-            yield batch
-            batch, total = [], 0.0
-        batch.append(c)
-        total += c.duration
-    if batch:
-        yield batch
-
-
 def evaluate_model(model: Transducer, tok: Tokenizer, corpus: Path, split: str,
                    method: str = "greedy", beam: int = 4, max_utterances: int | None = None,
                    accounting_utterances: int = 20, artifact: Path | None = None,
@@ -546,17 +525,6 @@ def evaluate_model(model: Transducer, tok: Tokenizer, corpus: Path, split: str,
             row["nbest"] = nbests[r.cut_id]
         rows.append(row)
     return {"summary": summary, "utterances": rows}
-
-
-def audio_of(cut) -> dict:
-    """Where an utterance's audio lies (file, start and duration in seconds), for the explorer's
-    Listen page; empty when the cut has no file-backed recording."""
-    rec = getattr(cut, "recording", None)
-    src = rec.sources[0] if rec is not None and rec.sources else None
-    if src is None or src.type != "file":
-        return {}
-    return {"audio": str(Path(src.source).resolve()), "start": float(cut.start),
-            "duration": float(cut.duration)}
 
 
 def _onnx_dir(stage: EvaluateStage, ctx: Context, model_path: Path) -> Path:

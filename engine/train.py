@@ -46,6 +46,7 @@ from engine.models.transducer import Transducer
 
 
 EXTRA_TERMS = ("kd", "layer", "las", "las_kd")  # terms a distiller or a second pass adds
+ZEROED_WARN = 0.01  # a step whose zeroed losses exceed this share of its batch is logged
 
 
 def lr_factor(step: int, warmup: int, schedule: str = "inv_sqrt", total: int = 0,
@@ -242,8 +243,8 @@ class Trainer:
             np.random.seed(self.seed)
             random.seed(self.seed)
         self.model.train()
-        window = {"loss": 0.0, "rnnt": 0.0, "ctc": 0.0, "simple": 0.0, "tokens": 0, "audio": 0.0, "time": 0.0,
-                  "grad": 0.0, "steps": 0}
+        window = {"loss": 0.0, "rnnt": 0.0, "ctc": 0.0, "simple": 0.0, "tokens": 0, "audio": 0.0,
+                  "time": 0.0, "grad": 0.0, "steps": 0, "zeroed": 0, "utterances": 0}
         while not self._done():
             p = self.progress
             sampler = self._sampler(p.epoch)
@@ -321,6 +322,14 @@ class Trainer:
                 window[k] = window.get(k, 0.0) + float(out[k].item())
         window["tokens"] += tokens
         window["audio"] += audio
+        zeroed = int(out["zeroed"]) if "zeroed" in out else 0
+        window["zeroed"] += zeroed
+        window["utterances"] += len(cuts) if denom else 0
+        if zeroed > ZEROED_WARN * len(cuts) and denom:
+            self.log(f"warning: step {self.progress.step}: {zeroed} of {len(cuts)} utterances "
+                     f"got loss 0 and no gradient (no path through the pruned band, or a loss "
+                     f"of 1e4 or more); more than {ZEROED_WARN:.0%} of a batch means the band is "
+                     f"too narrow (prune_range) or the model has diverged")
         window["grad"] += float(grad)
         window["steps"] += 1
 
@@ -349,6 +358,9 @@ class Trainer:
                "lr": self.opt.param_groups[0]["lr"], "grad_norm": w["grad"] / max(w["steps"], 1),
                "audio_s_per_s": w["audio"] / max(w["time"], 1e-9), "rss_mb": round(rss_mb(), 1),
                "train_minutes": p.train_seconds / 60, "audio_hours": p.audio_seconds / 3600}
+        if w["utterances"]:  # losses zeroed in this window, and of how many utterances
+            row["zeroed_losses"] = int(w["zeroed"])
+            row["utterances"] = int(w["utterances"])
         if self.student.ctc is not None:
             row["ctc"] = w["ctc"] / max(w["tokens"], 1)
         if self.student.simple_am is not None:

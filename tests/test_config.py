@@ -44,3 +44,22 @@ def test_bad_experiments_name_the_key_and_value(tmp_path, text, message):
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="no such experiment file"):
         load_experiment(tmp_path / "nope.toml")
+
+
+def test_a_kd_table_keeps_the_stage_kind_s_own_defaults(tmp_path):
+    # prune_l0's kd defaults to layerwise KD 1.0 and no output KD; a [stages.kd] that sets only
+    # the weight must keep both (it used to fall back to KDConfig's class defaults: yblank, 0.0)
+    f = tmp_path / "l0.toml"
+    f.write_text("[[stages]]\nkind = 'train'\nname = 't'\n"
+                 "[[stages]]\nkind = 'prune_l0'\nname = 'p'\nmodel = 't'\nteacher = 't'\n"
+                 "[stages.kd]\nweight = 0.5\n"
+                 "[[stages]]\nkind = 'prune_l0'\nname = 'q'\nmodel = 't'\n"
+                 "[stages.kd]\nlayerwise_weight = 0.0\nloss = 'full'\n")
+    p, q = load_experiment(f).stages[1:]
+    assert (p.kd.loss, p.kd.layerwise_weight, p.kd.weight) == ("none", 1.0, 0.5)
+    assert (q.kd.loss, q.kd.layerwise_weight) == ("full", 0.0)  # what the file says wins
+    # an unknown key inside the table is still named
+    f.write_text("[[stages]]\nkind = 'train'\nname = 't'\n"
+                 "[[stages]]\nkind = 'prune_l0'\nname = 'p'\nmodel = 't'\n[stages.kd]\nwieght = 1\n")
+    with pytest.raises(ConfigError, match=r"stages\[1\].kd.wieght: unknown key"):
+        load_experiment(f)

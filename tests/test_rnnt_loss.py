@@ -69,6 +69,27 @@ def test_pruned_loss_equals_full_loss_when_the_band_covers_everything():
         torch.testing.assert_close(a, b_, rtol=1e-4, atol=1e-5)
 
 
+def test_a_loss_past_1e4_is_zeroed_and_counted():
+    # an utterance whose targets the joiner all but rules out: its loss passes 1e4, so it gets
+    # loss 0 and no gradient, and the mask the trainer counts marks it (and only it)
+    from engine.losses.rnnt import ZEROED_AT, rnnt_loss
+
+    torch.manual_seed(3)
+    b, t, u, v = 2, 12, 30, 6
+    logits = torch.randn(b, t, u + 1, v)
+    targets = torch.randint(1, v, (b, u))
+    logits[1].scatter_(2, torch.cat([targets[1], targets[1, :1]])[None, :, None].expand(t, -1, 1),
+                       -2000.0)
+    logits.requires_grad_()
+    t_lens, u_lens = torch.tensor([t, t]), torch.tensor([u, u])
+    zeroed = torch.zeros(b, dtype=torch.bool)
+    loss = rnnt_loss(logits, targets, t_lens, u_lens, zeroed=zeroed)
+    assert zeroed.tolist() == [False, True]
+    assert 0 < float(loss[0]) < ZEROED_AT and float(loss[1]) == 0.0
+    g, = torch.autograd.grad(loss.sum(), logits)
+    assert float(g[1].abs().sum()) == 0.0 and float(g[0].abs().sum()) > 0
+
+
 def test_simple_joiner_logprobs_match_an_explicit_softmax():
     from engine.losses.pruned import simple_logprobs
 

@@ -48,8 +48,10 @@ def test_loss_falls(tiny, tmp_path):
     assert rows[-1]["loss"] < 0.7 * rows[0]["loss"], (rows[0], rows[-1])
     # the default schedule is tied to the budget: at max_steps the rate is near zero
     assert rows[-1]["lr"] <= 1.01 * 0.02 * 2.5e-3, rows[-1]["lr"]
-    for key in ("loss", "rnnt", "ctc", "lr", "grad_norm", "audio_s_per_s", "rss_mb"):
+    for key in ("loss", "rnnt", "ctc", "lr", "grad_norm", "audio_s_per_s", "rss_mb",
+                "zeroed_losses", "utterances"):
         assert key in rows[-1]
+    assert sum(r["zeroed_losses"] for r in rows) == 0 and rows[-1]["utterances"] > 0
 
 
 def test_kill_9_and_resume_reaches_the_same_weights(tiny, tmp_path):

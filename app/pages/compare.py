@@ -22,6 +22,11 @@ if a == b:
     st.stop()
 
 res = data.compare(home, a, b, split)
+if res.get("corpora"):
+    ca, cb = res["corpora"]
+    st.error(f"A was scored on {ca} and B on {cb}: different utterances under the same ids, so "
+             f"they cannot be paired. Choose two models scored on one corpus.")
+    st.stop()
 if not res["utterances"]:
     st.warning(f"The two models share no utterances on {split}.")
     st.stop()

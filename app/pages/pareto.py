@@ -33,6 +33,18 @@ st.session_state.setdefault("log", ui.param("log", "1") == "1")
 log_x = c[4].checkbox("log x", key="log")
 
 models = data.models(home, split, choice, step)
+# WERs of different test sets do not share an axis: one corpus at a time, by default the one
+# most models were scored on
+corpora = sorted(set(models["corpus"]), key=lambda k: (-(models["corpus"] == k).sum(), k))
+ui.seed("corpus", corpora, ui.param("corpus"), data.main_corpus(models))
+corpus = None
+if corpora:
+    corpus = st.selectbox("corpus", corpora, key="corpus",
+                          help="the corpus the models' test split came from; every built-in tier "
+                               "names its utterances alike, so WERs of two corpora are not "
+                               "comparable") if len(corpora) > 1 else corpora[0]
+other_corpora = int((models["corpus"] != corpus).sum()) if corpus else 0
+models = models[models["corpus"] == corpus] if corpus else models
 tags = data.run_tags(home)
 with st.expander("Filters", expanded=bool(ui.param_list("runs") or ui.param_list("method")
                                           or ui.param_list("tag"))):
@@ -58,7 +70,8 @@ missing = int(models[x].isna().sum())
 ui.seed_many("sel", list(models["model"]), ui.param_list("models"))
 selected = list(st.session_state["sel"])
 ui.set_params(split=split, x=x, choice=choice, step=step, log="1" if log_x else "0",
-              runs=keep_runs, method=keep_methods, tag=keep_tags)
+              runs=keep_runs, method=keep_methods, tag=keep_tags,
+              corpus=corpus if len(corpora) > 1 else None)
 
 if models.empty:
     st.warning(f"No model has an evaluation on {split} for this choice"
@@ -67,7 +80,10 @@ if models.empty:
 
 st.caption(f"{len(models)} models, {int(models['on_front'].sum())} on the front"
            + (f"; {missing} without a {data.AXES[x]} figure are left off the chart" if missing
-              else "") + ". Click or box-select points to open their details.")
+              else "")
+           + (f"; {other_corpora} scored on other corpora are left out (choose the corpus "
+              f"above)" if other_corpora else "")
+           + ". Click or box-select points to open their details.")
 event = st.plotly_chart(charts.pareto(models.dropna(subset=[x]), x, split, log_x, selected),
                         key="pareto_chart", on_select="rerun", selection_mode=("points", "box"))
 clicked = pareto.selected_models(event)

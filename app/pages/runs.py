@@ -56,6 +56,12 @@ if runs:
             st.plotly_chart(charts.training_curves(curve, evals), key="curves")
         else:
             st.caption("No training metrics for this stage (yet).")
+        zeroed = data.zeroed_losses(curve)
+        if zeroed:
+            st.warning(f"{zeroed['zeroed']:,} of {zeroed['utterances']:,} training utterances "
+                       f"({zeroed['share']:.2%}) got loss 0 and no gradient: no path through "
+                       f"the pruned band, or a loss of 1e4 or more (worst window: step "
+                       f"{zeroed['worst_step']}).")
         if len(evals):
             st.dataframe(evals, hide_index=True, width="stretch")
         log = data.stage_log(home, run_id, stage)

@@ -16,7 +16,6 @@ stages; the first is RNN-T distillation (``engine.compress.distill``), the other
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -147,10 +146,9 @@ def tune_lambda(model, tok, cuts, nbest: int = 4, lambdas: list[float] | None = 
     """The lambda of ``lambda * las + (1 - lambda) * rnnt`` with the lowest WER on ``cuts`` (a
     dev subset): one first pass and one rescoring, then every lambda re-ranks the same n-best.
     Returns {"lambda", "nbest", "wer": {lambda: WER}, "utterances"}."""
-    from engine.data.batching import cut_text
+    from engine.data.batching import batches_of, cut_text
     from engine.decode import two_pass
     from engine.evaluate import corpus_wer, score_utterance
-    from engine.stages import batches_of
 
     lambdas = lambdas if lambdas is not None else [round(0.1 * i, 1) for i in range(11)]
     model.eval()

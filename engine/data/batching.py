@@ -14,6 +14,7 @@ padding stays small). Each batch is a dict:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -128,3 +129,28 @@ def _seed_worker(worker_id: int) -> None:
     torch.set_num_threads(1)
     if info.dataset.noise is not None:
         info.dataset.noise.reseed(info.seed % 2**32)
+
+
+def batches_of(cuts, max_seconds: float = 60.0):
+    """Cached-feature batches of whole cuts, longest first (less padding)."""
+    cuts = sorted(cuts, key=lambda c: -c.duration)
+    batch, total = [], 0.0
+    for c in cuts:
+        if batch and total + c.duration > max_seconds:
+            yield batch
+            batch, total = [], 0.0
+        batch.append(c)
+        total += c.duration
+    if batch:
+        yield batch
+
+
+def audio_of(cut) -> dict:
+    """Where an utterance's audio lies (file, start and duration in seconds), for the explorer's
+    Listen page; empty when the cut has no file-backed recording."""
+    rec = getattr(cut, "recording", None)
+    src = rec.sources[0] if rec is not None and rec.sources else None
+    if src is None or src.type != "file":
+        return {}
+    return {"audio": str(Path(src.source).resolve()), "start": float(cut.start),
+            "duration": float(cut.duration)}

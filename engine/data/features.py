@@ -324,3 +324,11 @@ class SpeedPerturb:
         wt = (tpos - j0)[:, None]
         j1 = (j0 + 1).clamp(max=t - 1)
         return y[j0] * (1 - wt) + y[j1] * wt
+
+
+def split_features(corpus: Path, split: str, progress: bool = False):
+    """Cached-feature cuts of one split; workers side by side compute a cache once."""
+    from engine.locks import file_lock
+
+    with file_lock(corpus / ".prepare.lock"):
+        return compute_features(corpus, split, progress=progress)

@@ -81,14 +81,16 @@ def prune_ranges(emit: Tensor, blank: Tensor, logit_lengths: Tensor, target_leng
 
 def pruned_rnnt_loss(enc_proj: Tensor, pred_proj: Tensor, joiner_out, targets: Tensor,
                      logit_lengths: Tensor, target_lengths: Tensor, ranges: Tensor,
-                     s_range: int, blank: int = 0, return_logits: bool = False):
+                     s_range: int, blank: int = 0, return_logits: bool = False,
+                     zeroed: Tensor | None = None):
     """The transducer loss with the real joiner evaluated on each frame's band only.
 
     enc_proj (B, T, J), pred_proj (B, U+1, J): projected encoder and predictor outputs;
     ``joiner_out(hidden (..., J)) -> logits (..., V)`` is the joiner after the sum; ranges (B, T)
     band starts from ``prune_ranges``. Returns the loss per utterance (B,); with
     ``return_logits`` also the joiner logits on the band (B, T, S, V) and the u of each band
-    cell (B, T, S) (distillation matches the teacher on the same nodes).
+    cell (B, T, S) (distillation matches the teacher on the same nodes). ``zeroed``: as
+    ``rnnt_loss_from_logprobs``'s (utterances whose band holds no path are marked).
     """
     b, t_max, j = enc_proj.shape
     u1 = pred_proj.shape[1]
@@ -105,5 +107,5 @@ def pruned_rnnt_loss(enc_proj: Tensor, pred_proj: Tensor, joiner_out, targets: T
     # ignored by the recursion
     emit = full.scatter(2, u_band, emit_band)
     blank_lp = full.scatter(2, u_band, logp[..., blank])
-    loss = rnnt_loss_from_logprobs(emit, blank_lp, logit_lengths, target_lengths)
+    loss = rnnt_loss_from_logprobs(emit, blank_lp, logit_lengths, target_lengths, zeroed)
     return (loss, logits, u_band) if return_logits else loss

@@ -19,8 +19,18 @@ from torch import Tensor
 LOG_ZERO = -1e5  # "probability zero" that keeps cumulative sums finite (see below)
 
 
+ZEROED_AT = -LOG_ZERO / 10  # a loss this large has no real path: it is zeroed
+
+
+def zero_impossible(loss: Tensor) -> tuple[Tensor, Tensor]:
+    """(loss with every utterance at or above ``ZEROED_AT`` set to 0, which gives it no
+    gradient; the mask of those utterances). The trainer counts and logs them."""
+    zeroed = loss >= ZEROED_AT
+    return torch.where(zeroed, torch.zeros_like(loss), loss), zeroed
+
+
 def rnnt_loss_from_logprobs(emit: Tensor, blank: Tensor, logit_lengths: Tensor,
-                            target_lengths: Tensor) -> Tensor:
+                            target_lengths: Tensor, zeroed: Tensor | None = None) -> Tensor:
     """emit (B, T, U+1): log P(y_{u+1} | t, u) (column U unused); blank (B, T, U+1):
     log P(blank | t, u); either may hold -inf (pruned cells). Returns the negative
     log-likelihood per utterance (B,).
@@ -28,7 +38,8 @@ def rnnt_loss_from_logprobs(emit: Tensor, blank: Tensor, logit_lengths: Tensor,
     Impossible cells hold LOG_ZERO instead of -inf: a -inf emission would make every later
     cumulative sum -inf (and its gradient NaN), while exp(-1e5) is an exact 0 next to any real
     path. An utterance with no possible path at all (pruning bands that cannot reach U) gets loss
-    0 and no gradient, as ``zero_infinity`` does for CTC.
+    0 and no gradient, as ``zero_infinity`` does for CTC; given a bool tensor ``zeroed`` (B,),
+    those utterances are marked in it (``|=``), so the caller can count them.
     """
     b, t_max, u1 = emit.shape
     u_idx = torch.arange(u1, device=emit.device)
@@ -48,16 +59,18 @@ def rnnt_loss_from_logprobs(emit: Tensor, blank: Tensor, logit_lengths: Tensor,
     rows = torch.arange(b, device=emit.device)
     last_t, last_u = logit_lengths.long() - 1, target_lengths.long()
     loss = -(stacked[rows, last_t, last_u] + blank[rows, last_t, last_u])
-    possible = loss < -LOG_ZERO / 10
-    return torch.where(possible, loss, torch.zeros_like(loss)).float()
+    loss, impossible = zero_impossible(loss)
+    if zeroed is not None:
+        zeroed |= impossible
+    return loss.float()
 
 
 def rnnt_loss(logits: Tensor, targets: Tensor, logit_lengths: Tensor, target_lengths: Tensor,
-              blank: int = 0) -> Tensor:
+              blank: int = 0, zeroed: Tensor | None = None) -> Tensor:
     """Joiner logits (B, T, U+1, V), targets (B, U) -> loss per utterance (B,), equal to
     ``torchaudio.functional.rnnt_loss(..., reduction="none")``."""
     logp = logits.float().log_softmax(-1)
     u1 = logits.shape[2]
     idx = torch.cat([targets.long(), targets.new_zeros(targets.shape[0], 1).long()], 1)[:, :u1]
     emit = logp.gather(3, idx[:, None, :, None].expand(-1, logits.shape[1], -1, 1)).squeeze(3)
-    return rnnt_loss_from_logprobs(emit, logp[..., blank], logit_lengths, target_lengths)
+    return rnnt_loss_from_logprobs(emit, logp[..., blank], logit_lengths, target_lengths, zeroed)

@@ -175,7 +175,8 @@ class Transducer(nn.Module):
     def forward(self, x: Tensor, x_lens: Tensor, tokens: Tensor, token_lens: Tensor,
                 warmup: float = 1.0, keep: bool = False) -> dict[str, Tensor]:
         """Losses summed over the batch: ``loss`` (what to minimise), ``rnnt``, and ``simple``
-        and ``ctc`` when used. ``warmup`` in [0, 1] ramps the pruned loss in (icefall's recipe:
+        and ``ctc`` when used; ``zeroed`` (our losses): how many utterances got loss 0 and no
+        gradient because no path reached the end (a pruned band) or their loss reached 1e4. ``warmup`` in [0, 1] ramps the pruned loss in (icefall's recipe:
         the band is unreliable until the simple joiner has learnt an alignment). With ``keep``
         (distillation) also ``enc``, ``enc_lens``, ``blocks`` (each block's output and length)
         and the joiner's ``node_logits`` with their ``node_u``: the pruned band (B, T, S, V) and
@@ -195,8 +196,9 @@ class Transducer(nn.Module):
             from engine.losses.rnnt import rnnt_loss
 
             logits = self.lattice_logits(enc, tokens)
-            rnnt = rnnt_loss(logits, tokens, enc_lens, token_lens, self.cfg.blank).sum()
-            out = {"rnnt": rnnt, "loss": rnnt}
+            zeroed = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
+            rnnt = rnnt_loss(logits, tokens, enc_lens, token_lens, self.cfg.blank, zeroed).sum()
+            out = {"rnnt": rnnt, "loss": rnnt, "zeroed": zeroed.sum()}
         else:
             logits = self.lattice_logits(enc, tokens)
             rnnt = torchaudio.functional.rnnt_loss(
@@ -230,16 +232,17 @@ class Transducer(nn.Module):
         pred, _ = self.predict(torch.cat([blank, tokens], 1))
         emit, blank_lp = simple_logprobs(self.simple_am(enc), self.simple_lm(pred), tokens,
                                          self.cfg.blank)
-        simple = rnnt_loss_from_logprobs(emit, blank_lp, enc_lens, token_lens).sum()
+        zeroed = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
+        simple = rnnt_loss_from_logprobs(emit, blank_lp, enc_lens, token_lens, zeroed).sum()
         ranges = prune_ranges(emit, blank_lp, enc_lens, token_lens, self.cfg.prune_range)
         pruned, logits, u_band = pruned_rnnt_loss(
             self.project_enc(enc), self.project_pred(pred),
             lambda h: self.joiner.out(torch.tanh(h)), tokens, enc_lens, token_lens, ranges,
-            self.cfg.prune_range, self.cfg.blank, return_logits=True)
+            self.cfg.prune_range, self.cfg.blank, return_logits=True, zeroed=zeroed)
         pruned = pruned.sum()
         w = min(max(warmup, 0.0), 1.0)
         s = self.cfg.simple_loss_scale
         simple_scale = 1.0 - w * (1.0 - s)
         pruned_scale = 0.1 + 0.9 * w
         return {"rnnt": pruned, "simple": simple, "node_logits": logits, "node_u": u_band,
-                "loss": simple_scale * simple + pruned_scale * pruned}
+                "loss": simple_scale * simple + pruned_scale * pruned, "zeroed": zeroed.sum()}

@@ -51,9 +51,13 @@ def lab_paths(home: Path) -> dict[str, Path]:
 
 
 def default_workers() -> int:
-    """Stages at once: half the cores (each stage's torch gets two threads), at least one."""
+    """Stages at once: one per core (threads then follow the free cores, ``Supervisor.
+    schedule``), or with a fixed ``ASRLAB_THREADS`` as many as fit; at least one."""
     env = os.environ.get("ASRLAB_WORKERS")
-    return max(1, int(env)) if env else max(1, (os.cpu_count() or 2) // 2)
+    if env:
+        return max(1, int(env))
+    fixed = int(os.environ.get("ASRLAB_THREADS") or 0)
+    return max(1, (os.cpu_count() or 2) // max(fixed, 1))
 
 
 def signal_name(code: int) -> str:
@@ -100,8 +104,15 @@ class Supervisor:
     def __init__(self, home: Path, workers: int | None = None) -> None:
         self.paths = lab_paths(Path(home).resolve())
         self.workers = workers or default_workers()
-        self.threads = int(os.environ.get("ASRLAB_THREADS") or 0) or max(
-            1, (os.cpu_count() or 2) // self.workers)
+        # ASRLAB_THREADS fixes each stage's torch threads; unset, a stage gets the cores free
+        # when it starts, shared with the stages that start beside it: one stage alone trains on
+        # every core, two ready together on one each (measured on 2 cores: side by side trains
+        # 1.5x the audio per second of one at a time; benchmarks/bench_threads.py), and a stage
+        # that would find no free core waits (oversubscribed OpenMP threads spin: DESIGN.md)
+        self.cores = os.cpu_count() or 2
+        self.fixed_threads = int(os.environ.get("ASRLAB_THREADS") or 0)
+        self.threads = self.fixed_threads or max(1, self.cores // self.workers)
+        self.proc_threads: dict[tuple[str, str], int] = {}  # launched here: its threads
         self.writer = Writer(self.paths["db"])
         self.runs: dict[str, dict] = {}
         self.stages: dict[tuple[str, str], dict] = {}
@@ -423,6 +434,7 @@ class Supervisor:
                     self._signal(key, signal.SIGKILL)
                 continue
             del self.procs[key]
+            self.proc_threads.pop(key, None)
             self.ingest(only=key)  # its last words first
             st = self.stages[key]
             if st["state"] == "running" or (st["state"] == "queued" and isinstance(p, RayTask)):
@@ -440,6 +452,7 @@ class Supervisor:
     def schedule(self) -> None:
         # Ray stages wait for a node in Ray's queue, not for one of the local worker slots
         running = sum(not isinstance(p, RayTask) for p in self.procs.values())
+        ready = []  # local stages that may start, in order; _share_cores decides
         for run_id in sorted(self.active, key=lambda r: self.runs[r]["created"] or 0):
             stages = self._run_stages(run_id)
             by_name = {k[1]: s for k, s in stages}
@@ -459,10 +472,26 @@ class Supervisor:
                 if ray_run:
                     self.launch_ray(key)
                     continue
-                if running >= self.workers:
+                if running + len(ready) >= self.workers:
                     continue
-                self.launch(key)
-                running += 1
+                ready.append(key)
+        for key, threads in self._share_cores(ready):
+            self.launch(key, threads)
+
+    def _share_cores(self, ready: list) -> list[tuple[tuple[str, str], int]]:
+        """Which of the ``ready`` stages start now, and with how many threads each."""
+        if not ready:
+            return []
+        if self.fixed_threads:
+            return [(k, self.fixed_threads) for k in ready]
+        # a worker this supervisor did not start (adopted after a restart) may use every core
+        busy = sum(self.proc_threads.get(k, self.cores) for k, p in self.procs.items()
+                   if not isinstance(p, RayTask))
+        free = self.cores - busy
+        n = min(len(ready), free)
+        if n <= 0:
+            return []
+        return [(k, free // n + (1 if i < free % n else 0)) for i, k in enumerate(ready[:n])]
 
     def _blocked(self, key) -> bool:
         """A queued stage that cannot run until `resume`: an input of it (or of its inputs)
@@ -512,12 +541,13 @@ class Supervisor:
                   ended=time.time(), reused_from=f"{twin[0]}/{twin[1]}")
         self.say(f"{key[0]}/{key[1]}: same stage as {twin[0]}/{twin[1]}, reused")
 
-    def launch(self, key) -> None:
+    def launch(self, key, threads: int | None = None) -> None:
         run_dir = Path(self.runs[key[0]]["run_dir"])
         st = self.stages[key]
         attempt = (st["attempt"] or 0) + 1
+        threads = threads or self.threads
         env = {**os.environ, "ASRLAB_HOME": str(self.paths["home"]),
-               "ASRLAB_THREADS": str(self.threads), "ASRLAB_ATTEMPT": str(attempt),
+               "ASRLAB_THREADS": str(threads), "ASRLAB_ATTEMPT": str(attempt),
                "PYTHONUNBUFFERED": "1"}
         p = None
         try:
@@ -540,8 +570,10 @@ class Supervisor:
             self.say(f"{key[0]}/{key[1]}: cannot start: {e}")
             return
         self.procs[key] = p
+        self.proc_threads[key] = threads
         self._set(key, state="running", pid=p.pid, attempt=attempt, started=time.time())
-        self.say(f"{key[0]}/{key[1]}: started (pid {p.pid}, attempt {attempt})")
+        self.say(f"{key[0]}/{key[1]}: started (pid {p.pid}, attempt {attempt}, "
+                 f"{threads} thread{'s' if threads > 1 else ''})")
 
     def _ray_for(self, run_id: str):
         """The Ray executor, connected on first use to the run's address (or a local Ray)."""

@@ -87,3 +87,14 @@ def test_wav_bytes_keep_the_real_level(tmp_path):
 def test_to_toml_round_trips_every_experiment(name):
     exp = load_experiment(ROOT / "experiments" / f"{name}.toml")
     assert parse_experiment(tomllib.loads(to_toml(exp.model_dump(mode="json")))) == exp
+
+
+def test_zeroed_losses_are_summed_over_a_stage_s_windows():
+    from app.data import zeroed_losses
+
+    curve = pd.DataFrame({"step": [10, 20, 30], "zeroed_losses": [0, 3, 1],
+                          "utterances": [100, 100, 200]})
+    z = zeroed_losses(curve)
+    assert z == {"zeroed": 4, "utterances": 400, "share": 0.01, "worst_step": 20}
+    assert zeroed_losses(curve.assign(zeroed_losses=0)) is None
+    assert zeroed_losses(pd.DataFrame({"step": [1], "loss": [2.0]})) is None  # older stages

@@ -374,3 +374,55 @@ def test_masks_names_the_first_head_to_die(tmp_path, monkeypatch):
     assert metrics["first head to die"] == "b1 h1 @ 20"
     assert metrics["attention heads kept"] == "2 of 4"
     assert metrics["block that lost most"] in ("block 0", "block 1")
+
+
+def _two_corpora_lab(home):
+    """A store (written by the real single writer) with models scored on two corpora whose cut
+    ids coincide, as every built-in tier's do: two runs on builtin:demo, one on builtin:full."""
+    from engine.store import Writer
+
+    w = Writer(home / "lab.duckdb")
+    for i, (run, corpus) in enumerate((("rd1", "builtin:demo"), ("rd2", str(home / "corpora" /
+                                                                        "demo")),
+                                       ("rf", "builtin:full"))):
+        w.add("runs", {"run_id": run, "name": run, "created": float(i),
+                       "config": json.dumps({"data": {"corpus": corpus}, "stages": []})})
+        w.add("stages", {"run_id": run, "name": "m", "kind": "train", "position": 0})
+        w.add("evals", {"run_id": run, "stage": "m", "split": "test-clean", "step": 10,
+                        "model_stage": "m", "wer": 10.0 + i, "wer_lo": 9.0 + i,
+                        "wer_hi": 11.0 + i, "utterances": 4, "params": 1000 * (i + 1),
+                        "bytes": 4000 * (i + 1), "ts": 0.0, "runtime": "torch"})
+        for k in range(4):
+            w.add("hyps", {"run_id": run, "stage": "m", "split": "test-clean", "step": 10,
+                           "cut_id": f"test-clean-{k:06d}", "reference": f"{corpus} {k}",
+                           "hypothesis": "x", "ref_words": 2, "substitutions": 1,
+                           "deletions": 0, "insertions": 0})
+    w.flush()
+
+
+def test_models_of_different_corpora_are_never_paired_or_plotted_together(tmp_path,
+                                                                          monkeypatch):
+    home = tmp_path / "lab"
+    (home / "corpora" / "demo").mkdir(parents=True)
+    _two_corpora_lab(home)
+    monkeypatch.setenv("ASRLAB_HOME", str(home))
+    models = data.models(home, "test-clean")
+    # the lab's own folder of a built-in tier is that tier
+    assert dict(zip(models.run_id, models.corpus)) == {
+        "rd1": "builtin:demo", "rd2": "builtin:demo", "rf": "builtin:full"}
+    assert data.main_corpus(models) == "builtin:demo"
+    # the same cut ids on two corpora are different utterances: no pairing
+    res = data.compare(home, "rd1/m/10", "rf/m/10", "test-clean")
+    assert res["utterances"] == 0 and res["corpora"] == ("builtin:demo", "builtin:full")
+    assert data.compare(home, "rd1/m/10", "rd2/m/10", "test-clean")["utterances"] == 4
+    assert [h["model"] for h in data.hypotheses_of(
+        home, ["rd1/m/10", "rf/m/10", "rd2/m/10"], "test-clean", "test-clean-000001")] == \
+        ["rd1/m/10", "rd2/m/10"]
+    # the Pareto page shows one corpus, the most common by default, and says what it left out
+    at = ok(page("pareto"))
+    assert at.selectbox(key="corpus").value == "builtin:demo"
+    assert "1 scored on other corpora are left out" in texts(at)
+    at = ok(page("pareto", corpus="builtin:full"))
+    assert "2 scored on other corpora are left out" in texts(at)
+    at = ok(page("compare", split="test-clean", a="rd1/m/10", b="rf/m/10"))
+    assert at.error and "cannot be paired" in at.error[0].value

@@ -1,0 +1,69 @@
+"""How the supervisor shares the cores: a stage alone trains on every core, stages that start
+together split them, and none starts on a core another stage holds (oversubscribed OpenMP threads
+spin: a run next to another once got half its updates)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+
+import pytest
+
+from engine import testing
+from engine.config import to_toml
+from engine.runner.supervisor import Supervisor
+
+
+def sup(cores: int, workers: int, fixed: int = 0, running: dict | None = None) -> Supervisor:
+    s = Supervisor.__new__(Supervisor)  # the scheduling state only, no store
+    s.cores, s.workers, s.fixed_threads = cores, workers, fixed
+    s.procs = {k: object() for k in (running or {})}
+    s.proc_threads = {k: t for k, t in (running or {}).items() if t}
+    return s
+
+
+def test_a_lone_stage_gets_every_core_and_stages_ready_together_split_them():
+    assert sup(2, 2)._share_cores([("r", "a")]) == [(("r", "a"), 2)]
+    assert sup(2, 2)._share_cores([("r", "a"), ("r", "b")]) == [(("r", "a"), 1), (("r", "b"), 1)]
+    assert sup(8, 8)._share_cores([("r", "a"), ("r", "b"), ("r", "c")]) == [
+        (("r", "a"), 3), (("r", "b"), 3), (("r", "c"), 2)]
+
+
+def test_no_stage_starts_on_a_core_another_holds():
+    assert sup(2, 2, running={("r", "t"): 2})._share_cores([("r", "a")]) == []
+    assert sup(2, 2, running={("r", "t"): 1})._share_cores([("r", "a"), ("r", "b")]) == [
+        (("r", "a"), 1)]
+    # a worker adopted from an earlier supervisor (threads unknown) may hold every core
+    assert sup(4, 4, running={("r", "t"): None})._share_cores([("r", "a")]) == []
+    # a fixed ASRLAB_THREADS is what every stage gets
+    assert sup(2, 2, fixed=1, running={("r", "t"): 1})._share_cores([("r", "a")]) == [
+        (("r", "a"), 1)]
+
+
+@pytest.fixture()
+def lab(tmp_path, monkeypatch, tiny):
+    home = tmp_path / "lab"
+    monkeypatch.setenv("ASRLAB_HOME", str(home))
+    monkeypatch.delenv("ASRLAB_WORKERS", raising=False)
+    monkeypatch.delenv("ASRLAB_THREADS", raising=False)
+    lab = testing.Lab(home, tiny, tmp_path)
+    yield lab
+    lab.shutdown()
+
+
+def test_two_stages_ready_at_once_run_side_by_side_on_the_cores(lab, tmp_path):
+    exp = tomllib.loads(lab.experiment(steps=6).read_text())
+    train = next(s for s in exp["stages"] if s["kind"] == "train")
+    exp["stages"] = [train, {**train, "name": "twin"}]  # neither waits for the other
+    path = tmp_path / "two.toml"
+    path.write_text(to_toml(exp))
+    run_id = json.loads(lab.cli("run", str(path), "--json"))["run_id"]
+    assert lab.wait(run_id)["state"] == "done", lab.status(run_id)
+    log = (lab.home / "supervisor.log").read_text()
+    started = dict(re.findall(rf"{run_id}/(\w+): started \(pid \d+, attempt 1, (\d+) thread", log))
+    cores = os.cpu_count() or 2
+    assert set(started) == {train["name"], "twin"}, log
+    if cores >= 2:  # both started together, each on half the cores
+        assert sorted(int(t) for t in started.values()) == [cores // 2, cores - cores // 2], log
