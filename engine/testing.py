@@ -309,6 +309,36 @@ tune_utterances = 6
                 raise AssertionError(f"timed out waiting for {what}")
             time.sleep(0.25)
 
+    def cancel_while_paused(self, pid: int, *cancel_args: str) -> None:
+        """``asrlab cancel CANCEL_ARGS`` while the stage worker ``pid`` (and its process group) is
+        stopped (SIGSTOP), and
+        let it go on only once the cancel's SIGTERM is pending on it: the worker handles the
+        cancel before its next step, however fast it trains (a tiny stage can otherwise finish
+        before the cancel arrives, and a cancel test would pass or fail on timing)."""
+        import os
+        import signal
+
+        def sigterm_pending() -> bool:
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                return True  # gone: nothing left to wait for
+            masks = [int(line.split()[1], 16) for line in status.splitlines()
+                     if line.startswith(("SigPnd:", "ShdPnd:"))]
+            return any(m & (1 << (signal.SIGTERM - 1)) for m in masks)
+
+        # the worker leads its process group (its torchrun ranks included): stop all of it
+        send = os.killpg if os.getpgid(pid) == pid else os.kill
+        send(pid, signal.SIGSTOP)
+        try:
+            self.cli("cancel", *cancel_args)
+            self.wait_for(sigterm_pending, "the cancel's SIGTERM to reach the paused worker", 120)
+        finally:
+            try:
+                send(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+
     def wait(self, run_id: str, timeout: float = 400.0) -> dict:
         """The run's status once it has ended (done, failed or cancelled) and nothing of it is
         still running."""

@@ -16,7 +16,8 @@ def test_encode_predict_join_and_losses():
         assert logits.shape == (2, enc.shape[1], 6, 32)
         out = model(x, lens, tokens, tlens)
         # the default loss is the pruned one: its simple joiner's loss is a term of its own
-        assert set(out) == {"loss", "rnnt", "ctc", "simple"} and torch.isfinite(out["loss"])
+        assert set(out) == {"loss", "rnnt", "ctc", "simple", "zeroed"} and torch.isfinite(out["loss"])
+        assert int(out["zeroed"]) == 0
         out["loss"].backward()
         assert all(p.grad is not None for p in model.encoder.parameters() if p.requires_grad)
 
@@ -24,8 +25,9 @@ def test_encode_predict_join_and_losses():
 def test_each_loss_gives_its_terms_and_gradients():
     x, lens = torch.randn(2, 200, 80), torch.tensor([200, 150])
     tokens, tlens = torch.randint(3, 32, (2, 6)), torch.tensor([6, 4])
-    for loss, terms in (("torchaudio", {"loss", "rnnt", "ctc"}), ("full", {"loss", "rnnt", "ctc"}),
-                        ("pruned", {"loss", "rnnt", "ctc", "simple"})):
+    for loss, terms in (("torchaudio", {"loss", "rnnt", "ctc"}),
+                        ("full", {"loss", "rnnt", "ctc", "zeroed"}),  # our losses count zeroed
+                        ("pruned", {"loss", "rnnt", "ctc", "simple", "zeroed"})):
         torch.manual_seed(0)
         model = build(preset("tiny", vocab_size=32, loss=loss))
         out = model(x, lens, tokens, tlens)

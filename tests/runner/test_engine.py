@@ -140,8 +140,9 @@ def test_a_reader_holding_the_store_delays_the_supervisor_and_loses_nothing(lab)
 def test_cancel_stops_the_stage_and_resume_finishes_the_run(lab):
     exp = lab.experiment(steps=150, checkpoint_every=20)  # still training when cancelled
     run_id = json.loads(lab.cli("run", str(exp), "--json"))["run_id"]
-    lab.wait_for(lambda: lab.stage(run_id, "model")["state"] == "running", "training")
-    lab.cli("cancel", run_id)
+    lab.wait_for(lambda: lab.stage(run_id, "model")["state"] == "running"
+                 and lab.stage(run_id, "model")["pid"], "training")
+    lab.cancel_while_paused(lab.stage(run_id, "model")["pid"], run_id)
     st = lab.wait(run_id)
     assert st["state"] == "cancelled"
     assert [s["state"] for s in st["stages"]] == ["cancelled"] * 3
@@ -226,7 +227,9 @@ def test_reuse_takes_a_finished_stage_of_an_earlier_run_and_only_with_reuse(lab)
     assert [r["model"] for r in table["rows"]] == ["model"] and table["reference"] == "model"
     assert table["rows"][0]["splits"] == twin["rows"][0]["splits"]
     assert table["rows"][0]["splits"]["test-clean"]["utterances"] == 10
-    assert table["pareto_url"].endswith(f"runs={again}") and "/pareto?" in table["pareto_url"]
+    # its Pareto link names the run that computed the models it shows
+    assert table["pareto_url"].endswith(f"runs={reused['eval'].split('/')[0]}")
+    assert "/pareto?" in table["pareto_url"]
 
 
 def test_grid_expansion_validates_every_combination():
