@@ -138,7 +138,7 @@ def evaluate_exported(folder: Path, corpus: Path, split: str, runtime: str = "sh
                       accounting: bool = True, accounting_utterances: int = 20,
                       repeats: int = 3) -> dict:
     """``{"summary", "utterances"}`` as ``evaluate_model`` returns, for an exported folder."""
-    from engine.data.batching import audio_of, cut_text
+    from engine.data.batching import accounting_sample, audio_of, cut_text
     from engine.data.features import split_features
     from engine.evaluate import score_utterance, summarize
     from engine.sherpa_graphs import read_sherpa_folder
@@ -195,7 +195,8 @@ def evaluate_exported(folder: Path, corpus: Path, split: str, runtime: str = "sh
                     "bytes": sum(p.stat().st_size for p in files.values()),
                     "macs_per_second": None, "rtf": None})
     if accounting:
-        sample = cuts[:accounting_utterances]
+        sample = accounting_sample(cuts, accounting_utterances)  # as evaluate_model's
+        summary["accounting_cuts"] = [c.id for c in sample]
         xs = [inputs(c) for c in sample]
         audio = sum(c.duration for c in sample)
         for c in sample:

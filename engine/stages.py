@@ -26,7 +26,7 @@ from engine.config import (DistillStage, EvaluateStage, Experiment, ExportStage,
                            LASDistillStage, LASTrainStage, PruneL0Stage, PruneMagnitudeStage,
                            TrainStage)
 from engine.data.corpus import write_json_atomic
-from engine.data.batching import audio_of, batches_of
+from engine.data.batching import accounting_sample, audio_of, batches_of
 from engine.data.features import split_features, train_cmvn
 from engine.data.tokenizer import Tokenizer, tokenizer_dir, train_tokenizer
 from engine.models.build import build, preset
@@ -483,7 +483,6 @@ def evaluate_model(model: Transducer, tok: Tokenizer, corpus: Path, split: str,
     results, first, where, nbests = [], [], {}, {}
     times = {"first_pass_s": 0.0, "rescore_s": 0.0}
     audio_s = 0.0
-    feats_for_accounting = []
     with torch.no_grad():
         for group in batches_of(cuts):
             feats = [torch.as_tensor(c.load_features()) for c in group]
@@ -507,10 +506,11 @@ def evaluate_model(model: Transducer, tok: Tokenizer, corpus: Path, split: str,
             for c, h in zip(group, hyps):
                 results.append(score_utterance(c.id, cut_text(c), tok.decode(h)))
                 where[c.id] = audio_of(c)
-            if len(feats_for_accounting) < accounting_utterances:
-                feats_for_accounting += feats[: accounting_utterances - len(feats_for_accounting)]
+    sample = accounting_sample(cuts, accounting_utterances)
+    feats_for_accounting = [torch.as_tensor(c.load_features()) for c in sample]
     summary = summarize(results)
     summary.update(account(model, feats_for_accounting, artifact))
+    summary["accounting_cuts"] = [c.id for c in sample]
     summary.update({"split": split, "decoding": "twopass" if second else method})
     if second:
         f = summarize(first)

@@ -96,8 +96,9 @@ def test_sherpa_onnx_decodes_token_for_token_as_the_lab(exported, tiny):
 
 def test_exported_wer_is_the_labs_and_keys_match(exported, tiny, tiny_tok):
     model, folder, _ = exported
-    lab = evaluate_model(model, tiny_tok, tiny, "test-clean", "greedy", max_utterances=12,
-                         accounting_utterances=2)["summary"]
+    lab_res = evaluate_model(model, tiny_tok, tiny, "test-clean", "greedy", max_utterances=12,
+                             accounting_utterances=2)
+    lab = lab_res["summary"]
     fp32 = evaluate_exported(folder, tiny, "test-clean", "sherpa-onnx", max_utterances=12,
                              accounting_utterances=2, repeats=1)["summary"]
     int8 = evaluate_exported(folder, tiny, "test-clean", "sherpa-onnx", int8=True,
@@ -108,6 +109,11 @@ def test_exported_wer_is_the_labs_and_keys_match(exported, tiny, tiny_tok):
     assert fp32["params"] == lab["params"]
     assert abs(fp32["wer"] - lab["wer"]) <= 1.0, (fp32["wer"], lab["wer"])
     assert fp32["macs_per_second"] == pytest.approx(lab["macs_per_second"], rel=0.35)
+    # size and speed measured on the same utterances by every runtime: the longest ones
+    assert lab["accounting_cuts"] == fp32["accounting_cuts"] == int8["accounting_cuts"]
+    dur = {c.id: c.duration for c in split_features(tiny, "test-clean")}
+    scored = sorted((u["cut_id"] for u in lab_res["utterances"]), key=lambda c: (-dur[c], c))
+    assert lab["accounting_cuts"] == scored[:2]
 
 
 def test_shared_blocks_are_stored_once_in_onnx(tiny, tiny_tok, tmp_path):
