@@ -545,6 +545,14 @@ def run_evaluate(stage: EvaluateStage, ctx: Context) -> dict:
     out = ctx.out / stage.name
     out.mkdir(parents=True, exist_ok=True)
     artifact = artifact_of(ctx, model_path)
+    bytes_from = "export"
+    if artifact == Path(model_path) and stage.runtime == "torch":
+        # no export stage made this model's artifact: export it here, so bytes are always the
+        # deployable file's (the training file keeps CTC and simple-joiner heads, stored dense)
+        from engine.export import export_torch
+
+        artifact = Path(export_torch(model_path, out / "deployable")["artifact"])
+        bytes_from = "implicit export"
     method = "streaming" if stage.streaming else stage.decoding
     onnx_dir = None
     if stage.runtime in ("sherpa-onnx", "onnxruntime"):
@@ -555,6 +563,7 @@ def run_evaluate(stage: EvaluateStage, ctx: Context) -> dict:
         model = torch_int8(model)
         artifact = out / "model.int8.pt"  # its bytes are the int8 model's size
         torch.save(model.state_dict(), artifact)
+        bytes_from = "torch-int8 state dict"
     summaries = {}
     for i, split in enumerate(stage.splits):
         if onnx_dir is not None:
@@ -567,6 +576,7 @@ def run_evaluate(stage: EvaluateStage, ctx: Context) -> dict:
                                  stage.max_utterances, artifact=Path(artifact),
                                  las_lambda=(meta.get("twopass") or {}).get("lambda"))
             res["summary"]["runtime"] = stage.runtime
+        res["summary"].setdefault("bytes_from", bytes_from)
         write_json_atomic(out / f"results_{split}.json", res["summary"])
         with open(out / f"hyps_{split}.jsonl", "w") as f:
             for u in res["utterances"]:

@@ -147,3 +147,24 @@ def test_spec_augment_starts_at_its_step(tiny, tmp_path):
     trainer.dataset.spec_augment = spy
     trainer.run()
     assert trainer.progress.step == 5 and seen == [3, 4]
+
+
+def test_an_evaluation_without_an_export_stage_reports_the_deployable_bytes(tiny, tmp_path):
+    # the training file keeps the CTC and simple-joiner heads; the size a user would ship is
+    # the exported one, so an evaluate stage with no export stage before it exports implicitly
+    exp = _experiment(tmp_path / "e.toml", tiny, 4, every=4)
+    exp.write_text(exp.read_text() + """
+[[stages]]
+kind = "evaluate"
+name = "eval"
+model = "model"
+splits = ["test-clean"]
+max_utterances = 4
+""")
+    p = subprocess.run(ASRLAB + ["train", str(exp), "--out", str(tmp_path / "o"), "--quiet"],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    s = json.loads((tmp_path / "o/eval/results_test-clean.json").read_text())
+    deployable = tmp_path / "o/eval/deployable/model.pt"
+    assert s["bytes_from"] == "implicit export" and s["bytes"] == deployable.stat().st_size
+    assert s["bytes"] < (tmp_path / "o/model/model.pt").stat().st_size
