@@ -509,7 +509,8 @@ def evaluate_model(model: Transducer, tok: Tokenizer, corpus: Path, split: str,
     sample = accounting_sample(cuts, accounting_utterances)
     feats_for_accounting = [torch.as_tensor(c.load_features()) for c in sample]
     summary = summarize(results)
-    summary.update(account(model, feats_for_accounting, artifact))
+    summary.update(account(model, feats_for_accounting, artifact,
+                           search="twopass" if second else method, beam=beam))
     summary["accounting_cuts"] = [c.id for c in sample]
     summary.update({"split": split, "decoding": "twopass" if second else method})
     if second:

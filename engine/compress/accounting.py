@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from engine.decode import greedy_search
+from engine.decode import decode, modified_beam_search_nbest, two_pass
 from engine.models.transducer import Transducer
 
 
@@ -95,44 +95,70 @@ def one_thread():
         torch.backends.mkldnn.enabled = mkldnn
 
 
-def _decode(model: Transducer, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+SEARCHES = ("greedy", "beam", "streaming", "twopass", "first-pass")
+
+
+def _decode(model: Transducer, batches: list[tuple[torch.Tensor, torch.Tensor]],
+            search: str = "greedy", beam: int = 4) -> None:
+    """The search whose cost is measured: ``greedy``, ``beam`` (modified beam search),
+    ``streaming`` (chunk by chunk), ``twopass`` (beam n-best, then the LAS rescoring) or
+    ``first-pass`` (a two-pass model's beam n-best alone)."""
     for x, lens in batches:
+        if search in ("greedy", "beam", "streaming"):
+            decode(model, x, lens, search, beam)
+            continue
         enc, enc_lens = model.encode(x, lens)
-        greedy_search(model, enc, enc_lens)
+        if search == "twopass":
+            two_pass(model, enc, enc_lens, beam)
+        else:
+            modified_beam_search_nbest(model, enc, enc_lens, beam)
 
 
 @torch.no_grad()
 def macs_per_second(model: Transducer, batches: list[tuple[torch.Tensor, torch.Tensor]],
-                    audio_seconds: float) -> float:
+                    audio_seconds: float, search: str = "greedy", beam: int = 4) -> float:
     model.eval()
     with flop_counter() as counter:
-        _decode(model, batches)
+        _decode(model, batches, search, beam)
     return counter.get_total_flops() / 2.0 / max(audio_seconds, 1e-9)
 
 
 @torch.no_grad()
 def real_time_factor(model: Transducer, batches: list[tuple[torch.Tensor, torch.Tensor]],
-                     audio_seconds: float, repeats: int = 3) -> float:
+                     audio_seconds: float, repeats: int = 3, search: str = "greedy",
+                     beam: int = 4) -> float:
     """Median seconds of compute per second of audio, one utterance at a time, 1 thread."""
     model.eval()
     times = []
     with one_thread():
-        _decode(model, batches[:2])  # warm-up
+        _decode(model, batches[:2], search, beam)  # warm-up
         for _ in range(repeats):
             t0 = time.perf_counter()
-            _decode(model, batches)
+            _decode(model, batches, search, beam)
             times.append(time.perf_counter() - t0)
     return statistics.median(times) / max(audio_seconds, 1e-9)
 
 
 def account(model: Transducer, utterances: list[torch.Tensor], artifact: Path | None = None,
-            repeats: int = 3) -> dict:
-    """Every figure above for ``model`` on ``utterances`` (a list of (T, 80) fbank tensors)."""
+            repeats: int = 3, search: str = "greedy", beam: int = 4) -> dict:
+    """Every figure above for ``model`` on ``utterances`` (a list of (T, 80) fbank tensors),
+    for the search that produced the WER (``search``, as ``_decode``): a beam or two-pass WER
+    is not paid for at greedy's price. A two-pass search also reports its first pass alone
+    (``*_first_pass``), the part a streaming deployment pays before the rescoring."""
+    if search not in SEARCHES:
+        raise ValueError(f"unknown search {search!r}; expected one of {', '.join(SEARCHES)}")
     batches = [(u[None], torch.tensor([u.shape[0]])) for u in utterances]
     audio = sum(u.shape[0] for u in utterances) / 100.0  # 10 ms frames
     params, nonzero = count_params(model)
-    return {"params": params, "nonzero_params": nonzero,
-            "bytes": file_bytes(artifact) if artifact else None,
-            "macs_per_second": round(macs_per_second(model, batches, audio)),
-            "rtf": round(real_time_factor(model, batches, audio, repeats), 5),
-            "rtf_utterances": len(utterances), "rtf_audio_seconds": round(audio, 2)}
+    out = {"params": params, "nonzero_params": nonzero,
+           "bytes": file_bytes(artifact) if artifact else None,
+           "macs_per_second": round(macs_per_second(model, batches, audio, search, beam)),
+           "rtf": round(real_time_factor(model, batches, audio, repeats, search, beam), 5),
+           "rtf_utterances": len(utterances), "rtf_audio_seconds": round(audio, 2),
+           "accounting_search": search}
+    if search == "twopass":
+        out["macs_per_second_first_pass"] = round(macs_per_second(model, batches, audio,
+                                                                  "first-pass", beam))
+        out["rtf_first_pass"] = round(real_time_factor(model, batches, audio, repeats,
+                                                       "first-pass", beam), 5)
+    return out

@@ -69,3 +69,24 @@ def test_an_encoder_s_count_includes_its_attention():
     assert want > 0 and ours - plain.get_total_flops() == want
     # the per-second figure the lab reports is encoder (attention included) + greedy search
     assert macs_per_second(model, [(x, lens)], 4.0) * 4.0 * 2 > ours
+
+
+def test_the_cost_reported_is_the_search_s_that_produced_the_wer():
+    from engine.compress.accounting import account
+    from engine.models.las import LASConfig
+
+    torch.manual_seed(0)
+    model = build(preset("tiny", vocab_size=32)).with_las(
+        LASConfig(layers=(24,), embed_dim=8, attn_dim=8, out_dim=8)).eval()
+    utts = [torch.randn(300, 80), torch.randn(220, 80)]
+    greedy = account(model, utts, repeats=1, search="greedy")
+    beam = account(model, utts, repeats=1, search="beam", beam=4)
+    both = account(model, utts, repeats=1, search="twopass", beam=4)
+    assert greedy["accounting_search"] == "greedy" and both["accounting_search"] == "twopass"
+    # a beam of 4 runs the predictor and joiner on every hypothesis: more MACs than greedy
+    assert beam["macs_per_second"] > greedy["macs_per_second"]
+    # two passes: the first pass's beam, then the LAS over its n-best, each reported
+    assert both["macs_per_second"] > both["macs_per_second_first_pass"] > 0
+    assert both["macs_per_second_first_pass"] == pytest.approx(beam["macs_per_second"], rel=0.01)
+    with pytest.raises(ValueError, match="unknown search 'viterbi'"):
+        account(model, utts, repeats=1, search="viterbi")
