@@ -85,10 +85,12 @@ def test_config_checks_the_teacher_reference():
 def test_the_tiny_progressive_chain_runs(tiny, tmp_path):
     from engine.stages import run_experiment
 
+    import re
+
     exp = load_experiment(ROOT / "experiments" / "tiny_progressive.toml").model_dump()
     exp["data"]["corpus"] = str(tiny)
-    outputs = run_experiment(parse_experiment(exp), tmp_path, progress=False,
-                             log=lambda s: None)
+    lines = []
+    outputs = run_experiment(parse_experiment(exp), tmp_path, progress=False, log=lines.append)
     sizes = {}
     for name in ("teacher", "s1", "s2", "s2-direct", "s2-scratch"):
         model, meta = load_model(outputs[name]["model"])
@@ -98,5 +100,37 @@ def test_the_tiny_progressive_chain_runs(tiny, tmp_path):
         if name in ("s1", "s2", "s2-direct"):
             assert all("kd" in m and m["kd"] >= 0 for m in metrics), metrics[-1]
     assert sizes["teacher"] > sizes["s1"] > sizes["s2"] == sizes["s2-direct"] == sizes["s2-scratch"]
+    # each student was taught by the model its stage names: the chain's s2 by s1, the direct
+    # one by the teacher (the parameters logged are those of the model the stage loaded)
+    taught = {m[1]: (m[2], int(m[3].replace(",", ""))) for m in (
+        re.match(r"(\S+): distilling \S+ from (\S+) \(([\d,]+) parameters\)", line)
+        for line in lines) if m}
+    assert taught == {"s1": ("teacher", sizes["teacher"]), "s2": ("s1", sizes["s1"]),
+                      "s2-direct": ("teacher", sizes["teacher"])}, taught
     for name in ("eval-teacher", "eval-s1", "eval-s2", "eval-s2-direct", "eval-s2-scratch"):
         assert outputs[name]["results"]["test-clean"]["utterances"] == 10
+
+
+@pytest.mark.parametrize("kd", ["yblank", "full"])
+def test_band_kd_equals_lattice_kd_when_the_band_covers_every_u(kd):
+    # with prune_range = U + 1 the pruned loss's band is the whole lattice, so KD on the band
+    # nodes must be KD on the lattice, term for term
+    x, x_lens, tokens, token_lens = batch()
+    u1 = tokens.shape[1] + 1
+    models = {}
+    for loss in ("full", "pruned"):
+        pair = []
+        for seed in (0, 1):  # teacher, student
+            torch.manual_seed(seed)
+            pair.append(build(preset("tiny", vocab_size=32, loss=loss, prune_range=u1,
+                                     dropout=0.0)))
+        models[loss] = pair
+    for full, pruned in zip(models["full"], models["pruned"]):
+        pruned.load_state_dict(full.state_dict(), strict=False)  # + its simple joiner
+    got = {}
+    for loss, (teacher, student) in models.items():
+        d = Distiller(student, teacher, KDConfig(loss=kd)).eval()
+        with torch.no_grad():
+            got[loss] = float(d(x, x_lens, tokens, token_lens)["kd"])
+    assert got["full"] > 0
+    assert got["pruned"] == pytest.approx(got["full"], rel=1e-5)

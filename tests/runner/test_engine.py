@@ -181,7 +181,9 @@ def test_bad_input_gets_a_clear_message_and_other_runs_go_on(lab):
     lab.wait_for(lambda: lab.stage(good, "model")["state"] == "running", "the next run")
     with open(lab.run_dir(good) / "spool" / "model.jsonl", "a") as f:
         f.write("{this is not json\n")
-    assert lab.wait(good)["state"] == "done"
+    st = lab.wait(good)
+    assert st["state"] == "done", ([(s["name"], s["state"], s["error"]) for s in st["stages"]],
+                                   lab.cli("logs", good, check=False).stdout[-3000:])
     lab.wait_for(lambda: lab.query("SELECT count(*) FROM ingest_errors")[0][0] == 1,
                  "the malformed line to be reported")
     assert "malformed spool line" in lab.query("SELECT error FROM ingest_errors")[0][0]
