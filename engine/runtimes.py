@@ -187,7 +187,7 @@ def evaluate_exported(folder: Path, corpus: Path, split: str, runtime: str = "sh
         results.append(score_utterance(c.id, cut_text(c), tok.decode(ids)))
         rows_audio[c.id] = audio_of(c)
     summary = summarize(results)
-    summary.update({"split": split, "decoding": "greedy",
+    summary.update({"split": split, "decoding": "greedy", "accounting_search": "greedy",
                     "runtime": f"{runtime}-int8" if int8 else runtime,
                     "format": "sherpa-onnx-int8" if int8 else "sherpa-onnx-fp32",
                     "fp32_modules": info.get("fp32_modules", []) if int8 else None,
