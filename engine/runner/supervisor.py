@@ -706,7 +706,8 @@ def main() -> int:
     write_json_atomic(paths["info"], {"pid": os.getpid(), "started": time.time(),
                                       "home": str(home), "workers": sup.workers})
     sup.say(f"supervisor {os.getpid()} for {home}: {sup.workers} worker(s), "
-            f"{sup.threads} thread(s) each")
+            + (f"{sup.fixed_threads} thread(s) each" if sup.fixed_threads else
+               f"{sup.cores} cores shared out as stages start"))
     sup.load()
     sup.flush(force=True)
     sup.loop()
