@@ -211,12 +211,15 @@ def models(home: Path, split: str, choice: str = "final", step: int | None = Non
     return _frame(rows, MODEL_COLUMNS)
 
 
+def corpora(models: pd.DataFrame) -> list[str]:
+    """The corpora these models were scored on, the most common first (ties by name)."""
+    counts = models["corpus"].value_counts()
+    return [str(c) for c in sorted(counts.index, key=lambda c: (-counts[c], c))]
+
+
 def main_corpus(models: pd.DataFrame) -> str | None:
     """The corpus most of these models were scored on (the Pareto page's default)."""
-    if models.empty:
-        return None
-    counts = models["corpus"].value_counts()
-    return str(sorted(counts.index, key=lambda c: (-counts[c], c))[0])
+    return next(iter(corpora(models)), None)
 
 
 def model_details(home: Path, key: str) -> dict:

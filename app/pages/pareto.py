@@ -35,8 +35,8 @@ log_x = c[4].checkbox("log x", key="log")
 models = data.models(home, split, choice, step)
 # WERs of different test sets do not share an axis: one corpus at a time, by default the one
 # most models were scored on
-corpora = sorted(set(models["corpus"]), key=lambda k: (-(models["corpus"] == k).sum(), k))
-ui.seed("corpus", corpora, ui.param("corpus"), data.main_corpus(models))
+corpora = data.corpora(models)
+ui.seed("corpus", corpora, ui.param("corpus"))  # default: the first, the most common
 corpus = None
 if corpora:
     corpus = st.selectbox("corpus", corpora, key="corpus",

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from engine.decode import decode, modified_beam_search_nbest, two_pass
+from engine.decode import decode, two_pass
 from engine.models.transducer import Transducer
 
 
@@ -95,23 +95,19 @@ def one_thread():
         torch.backends.mkldnn.enabled = mkldnn
 
 
-SEARCHES = ("greedy", "beam", "streaming", "twopass", "first-pass")
+SEARCHES = ("greedy", "beam", "streaming", "twopass")
 
 
 def _decode(model: Transducer, batches: list[tuple[torch.Tensor, torch.Tensor]],
             search: str = "greedy", beam: int = 4) -> None:
-    """The search whose cost is measured: ``greedy``, ``beam`` (modified beam search),
-    ``streaming`` (chunk by chunk), ``twopass`` (beam n-best, then the LAS rescoring) or
-    ``first-pass`` (a two-pass model's beam n-best alone)."""
+    """The search whose cost is measured: ``greedy``, ``beam`` (modified beam search, also a
+    two-pass model's first pass), ``streaming`` (chunk by chunk) or ``twopass`` (the beam's
+    n-best, then the LAS rescoring)."""
     for x, lens in batches:
-        if search in ("greedy", "beam", "streaming"):
-            decode(model, x, lens, search, beam)
-            continue
-        enc, enc_lens = model.encode(x, lens)
         if search == "twopass":
-            two_pass(model, enc, enc_lens, beam)
+            two_pass(model, *model.encode(x, lens), beam)
         else:
-            modified_beam_search_nbest(model, enc, enc_lens, beam)
+            decode(model, x, lens, search, beam)
 
 
 @torch.no_grad()
@@ -156,9 +152,9 @@ def account(model: Transducer, utterances: list[torch.Tensor], artifact: Path | 
            "rtf": round(real_time_factor(model, batches, audio, repeats, search, beam), 5),
            "rtf_utterances": len(utterances), "rtf_audio_seconds": round(audio, 2),
            "accounting_search": search}
-    if search == "twopass":
+    if search == "twopass":  # its first pass is the beam search
         out["macs_per_second_first_pass"] = round(macs_per_second(model, batches, audio,
-                                                                  "first-pass", beam))
+                                                                  "beam", beam))
         out["rtf_first_pass"] = round(real_time_factor(model, batches, audio, repeats,
-                                                       "first-pass", beam), 5)
+                                                       "beam", beam), 5)
     return out
