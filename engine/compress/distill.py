@@ -12,8 +12,13 @@
   m(i) and teacher block i (MSE, or L1 + cosine).
 
 The lattice functions take joiner outputs (B, T, U+1, V) and return one value per utterance
-(B,), summed over valid nodes (t < T_b, u <= U_b). ``*_nodes`` variants take any node layout
-(the pruned loss's band (B, T, S, V)) with an explicit index of y and a validity mask.
+(B,). ``*_nodes`` variants take any node layout (B, T, N, V) -- the pruned loss's band has N = S
+nodes per frame, the whole lattice N = U+1 -- with an explicit index of y and a validity mask.
+
+Normalisation: the output KD of an utterance is the mean KL over each frame's valid nodes, summed
+over its valid frames (``per_frame``). The same beta therefore weighs the same thing whether the
+student's transducer loss is pruned (KD on 5 band nodes per frame) or not (KD on U+1 nodes per
+frame); summed over nodes, beta was (U+1)/S times stronger on the whole lattice.
 """
 
 from __future__ import annotations
@@ -53,9 +58,10 @@ def three_way(logits: Tensor, y: Tensor, has_y: Tensor, blank: int = 0) -> Tenso
     l_b = logits[..., blank]
     # a real y equal to blank cannot happen (blank is never a target); guard anyway
     y_real = has_y & (y != blank)
-    drop = F.one_hot(torch.where(y_real, y, torch.full_like(y, blank)), logits.shape[-1]).bool()
-    drop[..., blank] = True
-    l_rest = logits.masked_fill(drop, NEG_INF).logsumexp(-1)
+    # one V-sized copy (what logsumexp keeps for its backward), no (..., V) mask
+    drop = torch.stack([torch.where(y_real, y, torch.full_like(y, blank)),
+                        torch.full_like(y, blank)], -1)
+    l_rest = logits.scatter(-1, drop, NEG_INF).logsumexp(-1)
     log_y = torch.where(y_real, l_y - norm, torch.full_like(norm, NEG_INF))
     return torch.stack([log_y, l_b - norm, l_rest - norm], -1)
 
@@ -67,13 +73,21 @@ def _kl(t_log: Tensor, s_log: Tensor) -> Tensor:
     return (p_t * diff).sum(-1)
 
 
+def per_frame(node_values: Tensor, valid: Tensor) -> Tensor:
+    """(B, T, N) values at each frame's N nodes -> (B,): the mean over each frame's valid nodes,
+    summed over frames (a frame with no valid node adds 0)."""
+    v = valid.to(node_values.dtype)
+    per = torch.where(valid, node_values, torch.zeros_like(node_values)).sum(-1)
+    return (per / v.sum(-1).clamp(min=1)).sum(1)
+
+
 def yblank_kd_nodes(student_logits: Tensor, teacher3: Tensor, y: Tensor, has_y: Tensor,
                     valid: Tensor, blank: int = 0) -> Tensor:
-    """3-way KD on any node layout: student logits (B, ..., V), the teacher already reduced to
-    (B, ..., 3) (``three_way`` under ``no_grad``), y / has_y / valid (B, ...). Returns (B,)."""
+    """3-way KD on nodes (B, T, N): student logits (B, T, N, V), the teacher already reduced to
+    (B, T, N, 3) (``three_way`` under ``no_grad``), y / has_y / valid (B, T, N). Returns (B,),
+    normalised per frame (``per_frame``)."""
     s3 = three_way(student_logits, y, has_y, blank)
-    kl = _kl(teacher3.float(), s3)
-    return (kl * valid).flatten(1).sum(1)
+    return per_frame(_kl(teacher3.float(), s3), valid)
 
 
 def yblank_kd(student_logits: Tensor, teacher_logits: Tensor, targets: Tensor,
@@ -91,15 +105,16 @@ def yblank_kd(student_logits: Tensor, teacher_logits: Tensor, targets: Tensor,
 
 def full_kd_nodes(student_logits: Tensor, teacher_logp: Tensor, valid: Tensor,
                   temperature: float = 1.0) -> Tensor:
-    """Full-vocabulary KD on any node layout; ``teacher_logp`` is log_softmax(teacher / tau)."""
+    """Full-vocabulary KD on nodes (B, T, N); ``teacher_logp`` is log_softmax(teacher / tau).
+    Normalised per frame (``per_frame``), x tau^2."""
     s = (student_logits.float() / temperature).log_softmax(-1)
-    kl = _kl(teacher_logp.float(), s)
-    return (kl * valid).flatten(1).sum(1) * temperature ** 2
+    return per_frame(_kl(teacher_logp.float(), s), valid) * temperature ** 2
 
 
 def full_kd(student_logits: Tensor, teacher_logits: Tensor, logit_lengths: Tensor,
             target_lengths: Tensor, temperature: float = 1.0) -> Tensor:
-    """KL(teacher || student) over the vocabulary at every valid node, x tau^2; (B,)."""
+    """KL(teacher || student) over the vocabulary at every valid node, normalised per frame,
+    x tau^2; (B,)."""
     b, t_max, u1, _ = student_logits.shape
     valid = lattice_mask(logit_lengths, target_lengths, t_max, u1)
     with torch.no_grad():
@@ -243,26 +258,41 @@ class Distiller(nn.Module):
         t = self.teacher
         b, t_max = logits.shape[:2]
         u1 = tokens.shape[1] + 1
-        with torch.no_grad():
-            blank = tokens.new_full((b, 1), t.cfg.blank)
-            pred, _ = t.predict(torch.cat([blank, tokens], 1))
-            pred_proj, enc_proj = t.project_pred(pred), t.project_enc(t_enc)
-            if node_u is None:  # the whole lattice
-                node_u = torch.arange(u1, device=tokens.device)[None, None].expand(b, t_max, u1)
-                t_logits = t.join(enc_proj[:, :, None], pred_proj[:, None])
-            else:  # the student's pruned band: the teacher on the same nodes
-                j = pred_proj.shape[-1]
-                band = pred_proj.gather(1, node_u.reshape(b, -1, 1).expand(-1, -1, j)).reshape(
-                    b, t_max, -1, j)
-                t_logits = t.join(enc_proj[:, :, None], band)
+        if node_u is None:  # the whole lattice
+            node_u = torch.arange(u1, device=tokens.device)[None, None].expand(b, t_max, u1)
         y = next_token(tokens, u1).gather(1, node_u.reshape(b, -1)).reshape(node_u.shape)
         has_y = node_u < token_lens[:, None, None]
         valid = (torch.arange(t_max, device=logits.device)[None, :, None] < enc_lens[:, None, None]) \
             & (node_u <= token_lens[:, None, None])
+        teacher = self._teacher_nodes(t_enc, tokens, node_u, y, has_y)
         if self.kd.loss == "yblank":
-            with torch.no_grad():
-                teacher3 = three_way(t_logits, y, has_y, t.cfg.blank)
-            return yblank_kd_nodes(logits, teacher3, y, has_y, valid, t.cfg.blank)
-        with torch.no_grad():
-            t_logp = (t_logits.float() / self.kd.temperature).log_softmax(-1)
-        return full_kd_nodes(logits, t_logp, valid, self.kd.temperature)
+            return yblank_kd_nodes(logits, teacher, y, has_y, valid, t.cfg.blank)
+        return full_kd_nodes(logits, teacher, valid, self.kd.temperature)
+
+    @torch.no_grad()
+    def _teacher_nodes(self, t_enc: Tensor, tokens: Tensor, node_u: Tensor, y: Tensor,
+                       has_y: Tensor, chunk_elems: int = 1 << 22) -> Tensor:
+        """The teacher at the student's nodes (B, T, N), reduced as the KD needs it -- to the 3
+        posteriors (yblank) or to log_softmax(logits / tau) (full) -- a few frames at a time, so
+        its joiner output (B, T, N, V) is never held whole: 3-way KD costs O(T x N x 3) for the
+        teacher beyond one chunk of about ``chunk_elems`` values."""
+        t = self.teacher
+        b, t_max, n = node_u.shape
+        blank = tokens.new_full((b, 1), t.cfg.blank)
+        pred, _ = t.predict(torch.cat([blank, tokens], 1))
+        pred_proj, enc_proj = t.project_pred(pred), t.project_enc(t_enc)
+        j = pred_proj.shape[-1]
+        step = max(1, chunk_elems // max(1, b * n * t.cfg.vocab_size))
+        parts = []
+        for a in range(0, t_max, step):
+            z = slice(a, a + step)
+            nodes = node_u[:, z]
+            c = nodes.shape[1]
+            band = pred_proj.gather(1, nodes.reshape(b, -1, 1).expand(-1, -1, j)).reshape(b, c, n, j)
+            lg = t.join(enc_proj[:, z, None], band)
+            if self.kd.loss == "yblank":
+                parts.append(three_way(lg, y[:, z], has_y[:, z], t.cfg.blank))
+            else:
+                parts.append((lg.float() / self.kd.temperature).log_softmax(-1))
+            del lg
+        return torch.cat(parts, 1)

@@ -1,4 +1,5 @@
-"""The distillation losses against direct O(T x U x V) computations on small random lattices."""
+"""The distillation losses against direct O(T x U x V) computations on small random lattices.
+The KD of an utterance is the mean KL over each frame's valid nodes, summed over frames."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ def direct_yblank(s, te, targets, t_lens, u_lens, blank=0):
     for i in range(s.shape[0]):
         total = 0.0
         for t in range(int(t_lens[i])):
+            frame = 0.0
             for u in range(int(u_lens[i]) + 1):
                 ps, pt = s[i, t, u].softmax(-1), te[i, t, u].softmax(-1)
                 if u < u_lens[i]:
@@ -32,7 +34,8 @@ def direct_yblank(s, te, targets, t_lens, u_lens, blank=0):
                 else:
                     qs = [ps[blank], 1 - ps[blank]]
                     qt = [pt[blank], 1 - pt[blank]]
-                total += sum(float(a * (torch.log(a) - torch.log(c))) for a, c in zip(qt, qs))
+                frame += sum(float(a * (torch.log(a) - torch.log(c))) for a, c in zip(qt, qs))
+            total += frame / (int(u_lens[i]) + 1)
         out.append(total)
     return torch.tensor(out, dtype=torch.float64)
 
@@ -42,10 +45,12 @@ def direct_full(s, te, t_lens, u_lens, tau):
     for i in range(s.shape[0]):
         total = 0.0
         for t in range(int(t_lens[i])):
+            frame = 0.0
             for u in range(int(u_lens[i]) + 1):
                 lt = (te[i, t, u] / tau).log_softmax(-1)
                 ls = (s[i, t, u] / tau).log_softmax(-1)
-                total += float((lt.exp() * (lt - ls)).sum())
+                frame += float((lt.exp() * (lt - ls)).sum())
+            total += frame / (int(u_lens[i]) + 1)
         out.append(total * tau ** 2)
     return torch.tensor(out, dtype=torch.float64)
 
@@ -113,3 +118,29 @@ def test_layer_maps_start_as_the_identity_and_pairs_follow_depth():
     lens = [torch.tensor([5, 3])]
     assert maps([x], [x], lens).abs().max() < 1e-6
     assert float(maps([x], [x + 1], lens)[1].detach()) == pytest.approx(3.0, rel=1e-5)  # 3 valid frames x 1.0
+
+
+@pytest.mark.parametrize("kind", ["yblank", "full"])
+def test_the_same_node_kl_gives_the_same_kd_on_a_band_and_on_the_whole_lattice(kind):
+    # beta must mean the same with the pruned loss (5 band nodes a frame) and the whole lattice
+    # (U+1 nodes a frame): with the same KL at every node, the KD is that KL x the frames
+    from engine.compress.distill import full_kd_nodes, yblank_kd_nodes
+
+    t, v = 6, 11
+    teacher = torch.randn(v, generator=torch.Generator().manual_seed(0)) * 3
+    got = []
+    for n in (5, 9):
+        s = torch.zeros(1, t, n, v)
+        te = teacher.expand(1, t, n, v)
+        y = torch.full((1, t, n), 3)
+        has_y = torch.ones(1, t, n, dtype=torch.bool)
+        valid = torch.ones(1, t, n, dtype=torch.bool)
+        if kind == "yblank":
+            got.append(float(yblank_kd_nodes(s, three_way(te, y, has_y), y, has_y, valid)[0]))
+        else:
+            got.append(float(full_kd_nodes(s, te.log_softmax(-1), valid)[0]))
+    lt = teacher.log_softmax(-1)
+    node = float((lt.exp() * (lt - torch.full((v,), -torch.log(torch.tensor(float(v)))))).sum())
+    if kind == "full":
+        assert got[0] == pytest.approx(node * t, rel=1e-5)
+    assert got[0] == pytest.approx(got[1], rel=1e-5) and got[0] > 0

@@ -134,3 +134,25 @@ def test_band_kd_equals_lattice_kd_when_the_band_covers_every_u(kd):
             got[loss] = float(d(x, x_lens, tokens, token_lens)["kd"])
     assert got["full"] > 0
     assert got["pruned"] == pytest.approx(got["full"], rel=1e-5)
+
+
+@pytest.mark.parametrize("kd", ["yblank", "full"])
+def test_the_teacher_reduced_a_few_frames_at_a_time_gives_the_same_kd(kd, monkeypatch):
+    # the teacher's joiner output is reduced chunk by chunk inside its no-grad pass; one frame
+    # per chunk must give what one chunk for the whole batch gives
+    torch.manual_seed(0)
+    teacher = build(preset("tiny", vocab_size=32, dropout=0.0))
+    torch.manual_seed(1)
+    student = build(preset("tiny", vocab_size=32, dropout=0.0))
+    d = Distiller(student, teacher, KDConfig(loss=kd)).eval()
+    xs = batch()
+    with torch.no_grad():
+        whole = float(d(*xs)["kd"])
+        sizes = []
+        join = teacher.join
+        monkeypatch.setattr(teacher, "join", lambda e, p: sizes.append(p.shape[1]) or join(e, p))
+        monkeypatch.setattr(d, "_teacher_nodes",
+                            lambda *a: Distiller._teacher_nodes(d, *a, chunk_elems=1))
+        chunked = float(d(*xs)["kd"])
+    assert set(sizes) == {1} and len(sizes) > 1  # one frame at a time
+    assert chunked == pytest.approx(whole, rel=1e-5)
