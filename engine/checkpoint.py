@@ -68,7 +68,9 @@ def unpack_sparse(sparse: dict) -> dict:
 
 def save_model(model: Transducer, path: Path, meta: dict | None = None,
                sparse: bool = False) -> Path:
-    state = model.state_dict()
+    from engine.devices import to_cpu
+
+    state = to_cpu(model.state_dict())  # a model trained on a GPU loads anywhere
     obj = {"format": MODEL_FORMAT, "config": to_dict(model.config()), "meta": meta or {}}
     if sparse:
         obj["state"], obj["sparse"] = pack_sparse(state)

@@ -188,13 +188,26 @@ def train(
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: "
                                        "$ASRLAB_HOME/runs/NAME). Rerun into it to resume."),
     quiet: bool = typer.Option(False, help="No progress bars."),
+    device: Optional[str] = typer.Option(
+        None, "--device", help="auto, cpu, cuda or cuda:N for every stage that runs a model "
+                               "(default: each stage's own, auto: CUDA when present)."),
 ) -> None:
     """Run an experiment's stages in the foreground (train, export, evaluate)."""
-    from engine.config import load_experiment
+    from engine import devices
+    from engine.config import load_experiment, parse_experiment
     from engine.stages import lab_home, run_experiment
 
     try:
         exp = load_experiment(experiment)
+        if device is not None:
+            data = exp.model_dump()
+            for st in data["stages"]:
+                if st.get("train") is not None:
+                    st["train"]["device"] = device
+                elif "device" in st:
+                    st["device"] = device
+            exp = parse_experiment(data, source=f"--device {device}")
+        devices.check_experiment(exp, str(experiment))
         target = out or lab_home() / "runs" / exp.name
         outputs = run_experiment(exp, target, progress=not quiet)
     except _user_errors_all() as e:
@@ -262,6 +275,8 @@ def evaluate(
                       "folder sherpa-onnx or onnxruntime."),
     int8: bool = typer.Option(False, "--int8", help="sherpa-onnx/onnxruntime: the *.int8.onnx files."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    device: str = typer.Option("auto", "--device", help="runtime torch: where it decodes (auto, "
+                               "cpu, cuda, cuda:N); RTF and MACs are measured on the CPU."),
 ) -> None:
     """WER with a bootstrap 95% interval, and the model's params, bytes, MACs and RTF."""
     from engine.checkpoint import load_model
@@ -291,9 +306,13 @@ def evaluate(
             artifact = Path(model) / "model.pt" if Path(model).is_dir() else Path(model)
             if runtime == "torch-int8":
                 m, artifact = _torch_int8(m, meta)
+            from engine import devices
+
+            devices.check(device, "--device")
             res = evaluate_model(m, tok, corpus, split, decoding, beam, max_utterances,
                                  artifact=artifact,
-                                 las_lambda=(meta.get("twopass") or {}).get("lambda"))
+                                 las_lambda=(meta.get("twopass") or {}).get("lambda"),
+                                 device="cpu" if runtime == "torch-int8" else device)
             res["summary"]["runtime"] = runtime
         else:
             _fail(f"--runtime {runtime!r}: expected torch, torch-int8, sherpa-onnx or onnxruntime")

@@ -17,6 +17,8 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"  # engine.devices resolves and checks it
+
 
 # part of a sherpa-onnx export stage's identity (engine/runner/graph.py): bumped when the exported
 # graph changes, so a run submitted with --reuse exports again rather than take an older artifact
@@ -120,6 +122,12 @@ class TrainConfig(_Strict):
     keep_checkpoints: int = Field(3, ge=1)
     average_last: int = Field(1, ge=1, description="average the last N checkpoints at the end")
     threads: int | None = Field(None, ge=1)
+    device: str = Field("auto", pattern=DEVICE_PATTERN,
+                        description="auto (CUDA when present), cpu, cuda or cuda:N; a DDP rank "
+                                    "on CUDA takes the GPU of its local rank")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16: autocast (matmuls, convolutions in bfloat16; the transducer "
+                            "loss and KD in fp32)")
     eval_every: int = Field(0, ge=0, description="evaluate every N steps while training (0: off)")
     eval_utterances: int = Field(100, ge=1, description="utterances per periodic evaluation")
     eval_splits: list[str] | None = Field(None, description="splits of the periodic evaluation; "
@@ -190,7 +198,7 @@ class _Stage(_Strict):
 
 class _DataParallel(_Stage):
     """A training stage that may run data-parallel: ``nproc`` processes per node (and
-    ``nnodes`` nodes) launched with torchrun, DDP over gloo; each global batch is the one a
+    ``nnodes`` nodes) launched with torchrun, DDP over NCCL on CUDA (a GPU per rank) or gloo on the CPU; each global batch is the one a
     single process would take, split across ranks."""
 
     nproc: int = Field(1, ge=1, le=64, description="processes (DDP ranks) per node")
@@ -366,6 +374,9 @@ class EvaluateStage(_Stage):
                              "int8; sherpa-onnx / onnxruntime: the sherpa-onnx export of the "
                              "model (an export stage with format = 'sherpa-onnx')")
     int8: bool = Field(False, description="sherpa-onnx / onnxruntime: score the *.int8.onnx files")
+    device: str = Field("auto", pattern=DEVICE_PATTERN,
+                        description="runtime torch: where the model decodes (auto: CUDA when "
+                                    "present); RTF and MACs are always measured on the CPU")
     export: str | None = Field(None, description="the sherpa-onnx export stage to score "
                                                  "(default: the last one of this model)")
 

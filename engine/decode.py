@@ -85,7 +85,7 @@ def modified_beam_search_nbest(model: Transducer, enc: Tensor, enc_lens: Tensor,
         preds, states = pred, state
         for t in range(enc_p.shape[0]):
             logp = model.join(enc_p[t][None], preds).log_softmax(-1)  # (H, V)
-            scores = torch.tensor([h[1] for h in hyps])[:, None] + logp
+            scores = logp.new_tensor([h[1] for h in hyps])[:, None] + logp
             top = scores.flatten().topk(min(beam * 2, scores.numel()))
             merged: dict[tuple, tuple[float, int, int]] = {}
             v = logp.shape[1]
@@ -99,8 +99,8 @@ def modified_beam_search_nbest(model: Transducer, enc: Tensor, enc_lens: Tensor,
                 else:
                     merged[toks] = (score, h, tok)
             best = sorted(merged.items(), key=lambda kv: -kv[1][0])[:beam]
-            src = torch.tensor([h for _, (_, h, _) in best])
-            toks = torch.tensor([tok for _, (_, _, tok) in best])
+            src = torch.tensor([h for _, (_, h, _) in best], device=enc.device)
+            toks = torch.tensor([tok for _, (_, _, tok) in best], device=enc.device)
             preds, states = preds[src], _select_state(states, src)
             emit = toks != blank
             if bool(emit.any()):
@@ -128,7 +128,7 @@ def two_pass(model: Transducer, enc: Tensor, enc_lens: Tensor, nbest: int = 4,
     lists = modified_beam_search_nbest(model, enc, enc_lens, nbest)
     t1 = time.perf_counter()
     rows = [(i, toks, s) for i, lst in enumerate(lists) for toks, s in lst]
-    idx = torch.tensor([i for i, _, _ in rows], dtype=torch.long)
+    idx = torch.tensor([i for i, _, _ in rows], dtype=torch.long, device=enc.device)
     las = model.las.score(enc[idx], enc_lens[idx], [t for _, t, _ in rows]).tolist() \
         if rows else []
     t2 = time.perf_counter()
@@ -166,7 +166,7 @@ def streaming_greedy_search(model: Transducer, feats: Tensor, feat_lens: Tensor,
         h, state = model.encoder.forward_chunk(x[:, :0], state, final=True)
         enc_chunks.append(h)
         enc = torch.cat(enc_chunks, 1)
-        out += greedy_search(model, enc, torch.tensor([enc.shape[1]]))
+        out += greedy_search(model, enc, torch.tensor([enc.shape[1]], device=enc.device))
     return out
 
 

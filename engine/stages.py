@@ -427,7 +427,8 @@ def fit(stage, ctx: Context, trained, out: Path | None = None, limits=None, step
             for split in eval_splits:
                 res = evaluate_model(deployed, tok, ctx.corpus, split, "greedy",
                                      max_utterances=limits.eval_utterances,
-                                     accounting_utterances=2, artifact=artifact)
+                                     accounting_utterances=2, artifact=artifact,
+                                     device=limits.device)
                 s = res["summary"]
                 ctx.emit("eval", split=split, model=str(out / "model.pt"), summary=s, step=step,
                          model_stage=stage.name)
@@ -461,12 +462,16 @@ def fit(stage, ctx: Context, trained, out: Path | None = None, limits=None, step
 def evaluate_model(model: Transducer, tok: Tokenizer, corpus: Path, split: str,
                    method: str = "greedy", beam: int = 4, max_utterances: int | None = None,
                    accounting_utterances: int = 20, artifact: Path | None = None,
-                   las_lambda: float | None = None) -> dict:
+                   las_lambda: float | None = None, device: str = "cpu") -> dict:
     """WER with interval, per-utterance results and accounting for one split.
 
     A two-pass model (one with a LAS rescorer) is decoded in two passes unless ``method`` is
     ``streaming``: ``wer`` is the second pass's, ``wer_first_pass`` the beam search's best,
-    ``nbest`` the n (``beam``), and every utterance carries its n-best with both scores."""
+    ``nbest`` the n (``beam``), and every utterance carries its n-best with both scores.
+    ``device``: where it decodes (engine.devices); accounting is measured on the CPU."""
+    import copy
+
+    from engine import devices
     from engine.compress.accounting import account
     from engine.data.batching import cut_text
     from engine.decode import decode, two_pass
@@ -477,7 +482,8 @@ def evaluate_model(model: Transducer, tok: Tokenizer, corpus: Path, split: str,
         from engine.data.batching import first_or_spread
 
         cuts = first_or_spread(cuts, split, max_utterances)
-    model.eval()
+    dev = devices.resolve(device)
+    model.eval().to(dev)
     second = model.las is not None and method != "streaming"
     lam = 0.5 if las_lambda is None else las_lambda
     results, first, where, nbests = [], [], {}, {}
@@ -487,7 +493,8 @@ def evaluate_model(model: Transducer, tok: Tokenizer, corpus: Path, split: str,
         for group in batches_of(cuts):
             feats = [torch.as_tensor(c.load_features()) for c in group]
             lens = torch.tensor([f.shape[0] for f in feats])
-            x = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)
+            x = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True).to(dev)
+            lens = lens.to(dev)
             audio_s += sum(c.duration for c in group)
             if second:
                 enc, enc_lens = model.encode(x, lens)
@@ -509,7 +516,9 @@ def evaluate_model(model: Transducer, tok: Tokenizer, corpus: Path, split: str,
     sample = accounting_sample(cuts, accounting_utterances)
     feats_for_accounting = [torch.as_tensor(c.load_features()) for c in sample]
     summary = summarize(results)
-    summary.update(account(model, feats_for_accounting, artifact,
+    # RTF and MACs of the deployment target: the CPU, whatever decoded the WER
+    cpu_model = model if dev.type == "cpu" else copy.deepcopy(model).cpu()
+    summary.update(account(cpu_model, feats_for_accounting, artifact,
                            search="twopass" if second else method, beam=beam))
     summary["accounting_cuts"] = [c.id for c in sample]
     summary.update({"split": split, "decoding": "twopass" if second else method})
@@ -575,7 +584,9 @@ def run_evaluate(stage: EvaluateStage, ctx: Context) -> dict:
         else:
             res = evaluate_model(model, tok, ctx.corpus, split, method, stage.beam,
                                  stage.max_utterances, artifact=Path(artifact),
-                                 las_lambda=(meta.get("twopass") or {}).get("lambda"))
+                                 las_lambda=(meta.get("twopass") or {}).get("lambda"),
+                                 # dynamic int8 runs on the CPU only
+                                 device="cpu" if stage.runtime == "torch-int8" else stage.device)
             res["summary"]["runtime"] = stage.runtime
         res["summary"].setdefault("bytes_from", bytes_from)
         write_json_atomic(out / f"results_{split}.json", res["summary"])

@@ -36,6 +36,7 @@ from lhotse.dataset import DynamicBucketingSampler
 from lhotse.dataset.sampling.dynamic_bucketing import estimate_duration_buckets
 
 from engine.checkpoint import atomic_save, save_model
+from engine import devices
 from engine.config import TrainConfig
 from engine.data.batching import TransducerDataset, bucket_sampler
 from engine.data.features import SpecAugment, SpeedPerturb
@@ -136,12 +137,18 @@ class Trainer:
 
         self.world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         self.rank = dist.get_rank() if self.world > 1 else 0
+        # the model (and a distiller's frozen teacher, which its ``to`` moves too) on the
+        # stage's device; the optimizer's state follows the parameters
+        self.device = devices.resolve(cfg.device, distributed=self.world > 1)
+        model.to(self.device)
         self.forward = model
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
             # parameters start equal (rank 0's are broadcast); gradients are averaged
-            self.forward = DistributedDataParallel(model, find_unused_parameters=True)
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward = DistributedDataParallel(model, device_ids=ids,
+                                                   find_unused_parameters=True)
             # each rank's own augmentation draws (a single process draws for the whole batch)
             self.specaug_gen.manual_seed(seed + 1000 * self.rank)
 
@@ -158,12 +165,14 @@ class Trainer:
 
     def _state(self) -> dict:
         p = self.progress
-        return {
+        # CPU tensors only: a checkpoint loads on any device, and resumes on another
+        return devices.to_cpu({
             "format": "asrlab-train-checkpoint", "config": to_dict(self.student.config()),
             "model": self.student.state_dict(),
             # a distiller's own trainable parts (layer maps); its teacher is not saved
             "distiller": self.model.state_dict() if self.model is not self.student else None,
             "optimizer": self.opt.state_dict(),
+            "device": str(self.device), "precision": self.cfg.precision,
             "scheduler": self.sched.state_dict(),
             "progress": {"step": p.step, "epoch": p.epoch, "batch_in_epoch": p.batch_in_epoch,
                          "train_seconds": p.train_seconds, "audio_seconds": p.audio_seconds},
@@ -172,8 +181,9 @@ class Trainer:
                     "noise": self.dataset.noise.rng.bit_generator.state
                     if self.dataset.noise else None,
                     "speed": self.dataset.speed.rng.bit_generator.state
-                    if self.dataset.speed else None},
-        }
+                    if self.dataset.speed else None,
+                    "cuda": devices.rng_state() if self.device.type == "cuda" else None},
+        })
 
     def save_checkpoint(self) -> Path:
         path = self.ckpt_dir / f"step-{self.progress.step:08d}.pt"
@@ -207,6 +217,11 @@ class Trainer:
             self.dataset.noise.rng.bit_generator.state = st["rng"]["noise"]
         if self.dataset.speed is not None and st["rng"].get("speed") is not None:
             self.dataset.speed.rng.bit_generator.state = st["rng"]["speed"]
+        if self.device.type == "cuda":  # a checkpoint from the CPU leaves CUDA's seeded state
+            devices.set_rng_state(st["rng"].get("cuda"))
+        if st.get("precision", "fp32") != self.cfg.precision:
+            self.log(f"note: resuming a {st.get('precision', 'fp32')} checkpoint in "
+                     f"{self.cfg.precision}: not the same run as one never stopped")
         self._truncate_metrics(self.progress.step)
         self.log(f"resumed from {ckpts[-1]} (step {self.progress.step})")
         return True
@@ -238,6 +253,7 @@ class Trainer:
         if self.cfg.threads:
             torch.set_num_threads(self.cfg.threads)
         resumed = self.resume()
+        self.log(f"training on {self.device} in {self.cfg.precision}")
         if not resumed:
             torch.manual_seed(self.seed)
             np.random.seed(self.seed)
@@ -295,10 +311,14 @@ class Trainer:
         cuts, denom = self._shard(cuts)
         self.dataset.augment = self.progress.step >= self.cfg.spec_augment_from
         batch = self.dataset[cuts]
+        if self.device.type != "cpu":
+            batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v
+                     for k, v in batch.items()}
         warm = self.cfg.loss_warmup_steps
-        out = self.forward(batch["features"], batch["feature_lens"], batch["tokens"],
-                           batch["token_lens"],
-                           warmup=min(1.0, self.progress.step / warm) if warm else 1.0)
+        with devices.autocast(self.device, self.cfg.precision):
+            out = self.forward(batch["features"], batch["feature_lens"], batch["tokens"],
+                               batch["token_lens"],
+                               warmup=min(1.0, self.progress.step / warm) if warm else 1.0)
         self.opt.zero_grad(set_to_none=True)
         (out["loss"] / denom if denom else out["loss"] * 0.0).backward()
         grad = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # (the transducer computes its own loss), and checkpoint/decode/evaluate (metrics) below the
 # compression methods that score what they make.
 LAYERS = [
-    ["engine.data", "engine.config", "engine.locks", "engine.store"],
+    ["engine.data", "engine.config", "engine.devices", "engine.locks", "engine.store"],
     ["engine.losses"],
     ["engine.models"],
     ["engine.checkpoint", "engine.decode", "engine.evaluate", "engine.sherpa_graphs"],
@@ -60,7 +60,9 @@ def imports(mods: dict[str, Path]) -> dict[str, set[str]]:
                     parts = name.split(".")
                     parts = parts[: len(parts) - node.level + (1 if is_pkg else 0)]
                     base = ".".join(parts + ([base] if base else []))
-                targets = [base] + [f"{base}.{a.name}" for a in node.names]
+                subs = [f"{base}.{a.name}" for a in node.names]
+                # `from engine import devices` imports the module, not the package's __init__
+                targets = subs if all(t in mods for t in subs) else [base] + subs
             else:
                 continue
             for t in targets:

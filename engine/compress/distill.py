@@ -191,7 +191,18 @@ def block_lengths(model, x_lens: Tensor, enc_lens: Tensor) -> list[Tensor]:
             for i in range(model.cfg.encoder.n_layers)]
 
 
-class Distiller(nn.Module):
+class HoldsTeacher:
+    """For a module that keeps a frozen teacher outside its module tree (``self._teacher``, so
+    it is neither trained nor saved): ``.to(device)`` and friends move the teacher too."""
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        if getattr(self, "_teacher", None) is not None:
+            self._teacher._apply(fn)
+        return self
+
+
+class Distiller(HoldsTeacher, nn.Module):
     """Trains ``student`` (a Transducer) against a frozen ``teacher``: the student's own
     transducer loss (and CTC) + beta x output KD on the student's lattice nodes (the pruned
     loss's band, or the whole lattice) + gamma x layerwise KD. The teacher is held outside the

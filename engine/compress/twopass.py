@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from engine.compress.distill import HoldsTeacher
+
 
 def las_kd(student_logits: Tensor, teacher_logits: Tensor, tokens: Tensor, token_lens: Tensor,
            temperature: float = 1.0) -> Tensor:
@@ -48,7 +50,7 @@ def _frozen(model: nn.Module) -> nn.Module:
     return model
 
 
-class LASTrainer(nn.Module):
+class LASTrainer(HoldsTeacher, nn.Module):
     """The LAS of ``student`` trained on its frozen encoder (cross-entropy, and KL to a
     teacher's LAS when given). Only the LAS's parameters train; the rest of the model is saved
     unchanged."""
@@ -95,7 +97,7 @@ class LASTrainer(nn.Module):
         return out
 
 
-class DeepFinetune(nn.Module):
+class DeepFinetune(HoldsTeacher, nn.Module):
     """Every part of a two-pass model trained together: ``inner`` (the model, or a Distiller
     for RNN-T KD) gives the transducer losses and the shared encoder's output; the LAS adds its
     cross-entropy on it, and KL to the teacher's LAS when ``las_kd_weight`` > 0."""

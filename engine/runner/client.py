@@ -132,6 +132,15 @@ def submit(home: Path, data: dict, source: str, grids: list[str] | tuple = (),
             if getattr(st, "nnodes", 1) > 1 and executor != "ray":
                 raise ConfigError(f"{source}: stage {st.name!r}: nnodes = {st.nnodes} needs "
                                   f"--executor ray (the local pool has one node)")
+    from engine import devices
+
+    for _, exp in combos:  # a device this machine (or the stage's Ray node) lacks fails now
+        if executor == "ray":
+            from engine.runner.ray_executor import stage_resources
+
+            devices.check_experiment(exp, source, lambda st: stage_resources(exp, st)["gpus"])
+        else:
+            devices.check_experiment(exp, source)
     for i, (assignment, exp) in enumerate(combos):
         if not exp.data.corpus.startswith("builtin:"):
             # a missing folder fails now, not in a worker; a relative one means here

@@ -54,9 +54,13 @@ def stage_hashes(exp: Experiment) -> dict[str, str]:
     for st in exp.stages:
         # defaults left out: a setting added later with a default that keeps the old behaviour
         # does not change the identity of stages computed before it existed
-        # where it runs is not what it computes: resources stay out of the identity
-        key = {"stage": st.model_dump(mode="json", exclude_defaults=True,
-                                      exclude={"resources"}), **common,
+        # where it runs is not what it computes: resources and the device stay out of the
+        # identity (its precision stays in: bf16 computes something else)
+        dumped = st.model_dump(mode="json", exclude_defaults=True, exclude={"resources"})
+        dumped.pop("device", None)
+        if isinstance(dumped.get("train"), dict):
+            dumped["train"].pop("device", None)
+        key = {"stage": dumped, **common,
                "inputs": [out[d] for d in deps[st.name]]}
         key["recipe_version"] = RECIPE_VERSION  # the encoder's numerics or the recipe changed
         if st.kind == "export" and st.format == "sherpa-onnx":

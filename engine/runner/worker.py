@@ -54,7 +54,7 @@ def _node_rank() -> int:
 
 def _torchrun(stage, run_dir: Path, name: str, log) -> dict | None:
     """Run the stage data-parallel: ``torchrun`` starts ``nproc`` ranks of this worker (DDP over
-    gloo); rank 0 reports and writes the outputs, this process waits for them all. On a
+    NCCL on CUDA, gloo on the CPU; one GPU per rank); rank 0 reports and writes the outputs, this process waits for them all. On a
     multi-node stage one launcher runs per node (``ASRLAB_NODE_RANK``, ``ASRLAB_MASTER`` from
     the Ray executor); the others return None."""
     import subprocess
@@ -78,7 +78,7 @@ def _torchrun(stage, run_dir: Path, name: str, log) -> dict | None:
                  f"--master-port={port}"]
     cmd = [sys.executable, "-m", "torch.distributed.run", *where,
            f"--nproc-per-node={stage.nproc}", "-m", "engine.runner.worker", str(run_dir), name]
-    log(f"stage {name}: {stage.nproc * nnodes} DDP processes (gloo) on {nnodes} node(s), "
+    log(f"stage {name}: {stage.nproc * nnodes} DDP processes (NCCL on CUDA, else gloo) on {nnodes} node(s), "
         f"{threads} thread(s) each" + (f"; this is node {node_rank}" if nnodes > 1 else ""))
     p = subprocess.Popen(cmd, env={**os.environ, "ASRLAB_THREADS": str(threads),
                                    "OMP_NUM_THREADS": str(threads)})
@@ -138,7 +138,14 @@ def main(argv: list[str]) -> int:
         if rank is not None:  # one of torchrun's ranks
             import torch.distributed as dist
 
-            dist.init_process_group("gloo")
+            from engine import devices
+
+            # NCCL between GPUs when this stage trains on CUDA, gloo between CPU processes
+            train = getattr(stage, "train", None)
+            on_gpu = train is not None and devices.resolve(train.device, True).type == "cuda"
+            if on_gpu:
+                torch.cuda.set_device(devices.resolve(train.device, True))
+            dist.init_process_group("nccl" if on_gpu else "gloo")
             torch.set_num_threads(int(os.environ.get("ASRLAB_THREADS") or 1))
             try:
                 outputs = STAGE_KINDS[stage.kind](stage, ctx)
