@@ -43,7 +43,19 @@ from engine.data.tokenizer import Tokenizer
 from engine.sherpa_graphs import FRAME_REPEAT, Decoder, Encoder, Joiner
 
 
+def refuse_own_folder(model_path: Path, out_dir: Path) -> None:
+    """An export never writes where its input lies: ``--out M`` for ``M/model.pt`` (or for a
+    checkpoint under ``M``) would replace the training model with its deployable form."""
+    src = Path(model_path).resolve()
+    src = src / "model.pt" if src.is_dir() else src
+    out = Path(out_dir).resolve()
+    if out in src.parents:
+        raise ValueError(f"--out {out_dir}: it holds the model being exported ({model_path}), "
+                         f"which the export would write over or beside; choose another folder")
+
+
 def export_torch(model_path: Path, out_dir: Path) -> dict:
+    refuse_own_folder(model_path, out_dir)
     model, meta = load_model(model_path)  # inference form: no training-only heads
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -98,3 +98,21 @@ def test_streaming_decoding_of_a_full_context_model_is_refused_clearly(tiny_run,
     out, _ = tiny_run
     p = run("evaluate", out / "export" / "model.pt", "--data", tiny, "--decoding", "streaming")
     assert p.returncode == 2 and "streaming model" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_export_refuses_to_write_over_its_own_input(tiny_run, tmp_path):
+    import shutil
+
+    out, _ = tiny_run
+    m = tmp_path / "M"
+    (m / "checkpoints").mkdir(parents=True)
+    shutil.copy(out / "model" / "model.pt", m / "model.pt")
+    shutil.copy(out / "model" / "model.pt", m / "checkpoints" / "step-00000001.pt")
+    before = (m / "model.pt").read_bytes()
+    for src in (m / "model.pt", m, m / "checkpoints" / "step-00000001.pt"):
+        p = run("export", src, "--out", m)
+        assert p.returncode != 0 and "holds the model being exported" in p.stderr + p.stdout, \
+            (src, p.stderr)
+    assert (m / "model.pt").read_bytes() == before  # the training heads are still there
+    p = run("export", m / "model.pt", "--out", tmp_path / "deploy")
+    assert p.returncode == 0, p.stderr

@@ -76,7 +76,7 @@ class HardConcrete(nn.Module):
         n = self.log_alpha.numel()
         k = int(round(float(self.p_open().sum())))
         z = self.value()
-        keep = torch.zeros(n, dtype=torch.bool)
+        keep = torch.zeros(n, dtype=torch.bool, device=z.device)
         if k > 0:
             keep[self.log_alpha.topk(min(k, n)).indices] = True
         return torch.where(keep, z, torch.zeros_like(z))
@@ -187,7 +187,8 @@ class L0Pruner(nn.Module):
             zm, zu = self._gate(key), self._gate(unit_key)
             if zm is None and zu is None:
                 return None
-            z = zm if zm is not None else torch.ones(1)
+            ref = out[0] if isinstance(out, tuple) else out
+            z = zm if zm is not None else torch.ones(1, device=ref.device)
             if zu is not None:
                 z = z * (zu > 0).any().to(z.dtype)
             if isinstance(out, tuple):
@@ -377,13 +378,14 @@ class L0Pruner(nn.Module):
             self.remove_hooks()
             model = self.student
         z = self.deterministic_gates()
+        dev = next(model.parameters()).device
         for i, blk in enumerate(model.encoder.blocks):
             for name in self.layout[i]:
                 mod = getattr(blk, name)
-                zm = z.get(f"{i}_{name}", torch.ones(1))[0]
+                zm = z.get(f"{i}_{name}", torch.ones(1, device=dev))[0]
                 zu = z.get(f"{i}_{name}_{UNIT_OF[name]}")
                 if name in ("ffn1", "ffn2"):
-                    zu = zu if zu is not None else torch.ones(mod.hidden)
+                    zu = zu if zu is not None else torch.ones(mod.hidden, device=dev)
                     mod.down.weight.mul_(zu[None] * zm)
                     mod.down.bias.mul_(zm)
                     keep = zu.nonzero().flatten()
@@ -392,7 +394,7 @@ class L0Pruner(nn.Module):
                     else:
                         mod.prune(keep)
                 elif name == "attn":
-                    zu = zu if zu is not None else torch.ones(mod.heads)
+                    zu = zu if zu is not None else torch.ones(mod.heads, device=dev)
                     mod.out.weight.mul_(zu.repeat_interleave(mod.head_dim)[None] * zm)
                     mod.out.bias.mul_(zm)
                     keep = zu.nonzero().flatten()
@@ -401,7 +403,7 @@ class L0Pruner(nn.Module):
                     else:
                         mod.prune(keep)
                 else:
-                    zu = zu if zu is not None else torch.ones(mod.channels)
+                    zu = zu if zu is not None else torch.ones(mod.channels, device=dev)
                     mod.dw_norm.weight.mul_(zu)
                     mod.dw_norm.bias.mul_(zu)
                     mod.pw2.weight.mul_(zm)

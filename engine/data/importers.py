@@ -179,12 +179,29 @@ def validate(recordings: RecordingSet, supervisions: SupervisionSet, report: Imp
 
 
 # ----- writing the corpus ------------------------------------------------------------------------
+def check_out(src: Path, out: Path, force: bool) -> None:
+    """Refuse an ``--out`` that would destroy data: the source folder itself, a folder inside it
+    or above it (replacing ``--out`` deletes what it holds), or with ``--force`` a folder the lab
+    did not write (no ``corpus.json``). Called before anything is read."""
+    src, out = Path(src).resolve(), Path(out).resolve()
+    if out == src or src in out.parents or out in src.parents:
+        where = ("is" if out == src else "lies inside" if src in out.parents else "contains")
+        raise CorpusImportError(f"--out {out} {where} the source {src}: writing the corpus "
+                                f"there would delete the audio it imports; choose another --out")
+    if out.exists():
+        if not force:
+            raise CorpusImportError(f"{out} already exists; choose another --out or pass --force")
+        if not (out / "corpus.json").exists():
+            raise CorpusImportError(f"--force replaces only a corpus the lab wrote (a folder "
+                                    f"with corpus.json); {out} is not one, so it stays: choose "
+                                    f"another --out or remove it yourself")
+
+
 def _finish(out: Path, kind: str, source: str,
             parts: dict[str, tuple[RecordingSet, SupervisionSet]], report: ImportReport,
             strict: bool, force: bool, declared_durations: bool) -> ImportReport:
     out = Path(out).resolve()
-    if out.exists() and not force:
-        raise CorpusImportError(f"{out} already exists; choose another --out or pass --force")
+    check_out(Path(source), out, force)
     with atomic_dir(out) as work:
         for split, (recs, sups) in parts.items():
             recs, sups = validate(recs, sups, report, strict, declared_durations)
@@ -216,6 +233,7 @@ def import_librispeech(src: Path, out: Path, subsets: list[str] | None = None,
     src = Path(src).resolve()
     if not src.is_dir():
         raise CorpusImportError(f"{src}: no such folder")
+    check_out(src, out, force)
     found = {p.name: p for p in sorted(src.iterdir()) if p.is_dir() and any(p.glob("*/*/*.trans.txt"))}
     if not found and any(src.glob("*/*/*.trans.txt")):
         found = {src.name: src}
@@ -277,6 +295,7 @@ def import_lhotse(src: Path, out: Path, strict: bool = False, force: bool = Fals
     src = Path(src).resolve()
     if not src.is_dir():
         raise CorpusImportError(f"{src}: no such folder")
+    check_out(src, out, force)
     files = sorted(p for p in src.iterdir() if re.search(r"\.jsonl(\.gz)?$", p.name))
     by_split: dict[str, dict[str, Path]] = {}
     for f in files:

@@ -182,7 +182,8 @@ class SelfAttention(nn.Module):
         return self.dropout(self.out(out)), (k, v)
 
     def prune(self, keep_heads: Tensor) -> None:
-        idx = (keep_heads[:, None] * self.head_dim + torch.arange(self.head_dim)).flatten()
+        idx = (keep_heads[:, None] * self.head_dim
+               + torch.arange(self.head_dim, device=keep_heads.device)).flatten()
         self.q, self.k, self.v = (_slice_linear(m, rows=idx) for m in (self.q, self.k, self.v))
         self.out = _slice_linear(self.out, cols=idx)
         self.heads = len(keep_heads)

@@ -138,3 +138,28 @@ def test_cli_imports_and_reports(libri, tmp_path):
     p = subprocess.run(ASRLAB + ["corpus", "import", "librispeech", str(root), "--out",
                                  str(tmp_path / "s"), "--strict"], capture_output=True, text=True)
     assert p.returncode == 2 and ".flac" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_an_out_that_would_delete_the_source_or_a_foreign_folder_is_refused(libri, tmp_path):
+    root, _ = libri
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    for out, why in ((root, "is the source"), (root / "corpus", "lies inside the source"),
+                     (tmp_path, "contains the source")):
+        with pytest.raises(CorpusImportError, match=why):
+            import_librispeech(root, out, force=True)
+    # the CLI says the same, and the audio is all still there
+    p = subprocess.run(ASRLAB + ["corpus", "import", "librispeech", str(root), "--out", str(root),
+                                 "--force"], capture_output=True, text=True)
+    assert p.returncode != 0 and "would delete the audio" in p.stderr + p.stdout
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
+    # --force replaces a corpus the lab wrote, never a folder it did not
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(CorpusImportError, match="replaces only a corpus the lab wrote"):
+        import_librispeech(root, foreign, force=True)
+    assert (foreign / "notes.txt").read_text() == "keep me"
+    out = tmp_path / "ls"
+    import_librispeech(root, out)
+    import_librispeech(root, out, force=True)  # a lab corpus: replaced
+    assert corpus_info(out)["splits"]["train"]["utterances"] > 0
