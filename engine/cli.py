@@ -268,8 +268,8 @@ def evaluate(
     data: str = typer.Option(..., "--data", help="Corpus folder or builtin:tiny|demo|full."),
     split: str = typer.Option("test-clean", help="Split to score."),
     decoding: str = typer.Option("greedy", help="greedy, beam or streaming."),
-    beam: int = typer.Option(4, help="Beam size for --decoding beam."),
-    max_utterances: Optional[int] = typer.Option(None, help="Score only the first N."),
+    beam: int = typer.Option(4, min=1, help="Beam size for --decoding beam."),
+    max_utterances: Optional[int] = typer.Option(None, min=1, help="Score only the first N."),
     runtime: str = typer.Option(
         "torch", help="torch, torch-int8 (PyTorch dynamic int8), or for a sherpa-onnx export "
                       "folder sherpa-onnx or onnxruntime."),
@@ -351,7 +351,7 @@ def compare(
     data: str = typer.Option(..., "--data", help="Corpus folder or builtin:tiny|demo|full."),
     split: str = typer.Option("test-clean", help="Split to score both on."),
     decoding: str = typer.Option("greedy", help="greedy, beam or streaming."),
-    max_utterances: Optional[int] = typer.Option(None, help="Score only the first N."),
+    max_utterances: Optional[int] = typer.Option(None, min=1, help="Score only the first N."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """WER of B minus WER of A on the same utterances, with a paired-bootstrap 95% interval."""

@@ -36,8 +36,35 @@ class ConfigError(ValueError):
     """An experiment that cannot run; the message names the file, the key path and the value."""
 
 
+def _number_kind(annotation) -> str | None:
+    """'an integer' / 'a number' when a field holds only ints / ints and floats (maybe None)."""
+    import types
+    import typing
+
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation) if origin in (Union, types.UnionType) else (annotation,)
+    args = [a for a in args if a is not type(None)]
+    if not args or not all(a in (int, float) for a in args):
+        return None
+    return "an integer" if all(a is int for a in args) else "a number"
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_coercion(cls, data):
+        """A number must be written as one: ``max_steps = true`` is not 1 step and
+        ``peak_lr = "3e-3"`` is a string (TOML has numbers), as everywhere else in the file."""
+        if isinstance(data, dict):
+            for name, field in cls.model_fields.items():
+                value = data.get(name)
+                want = _number_kind(field.annotation)
+                if want and isinstance(value, (bool, str)):
+                    what = "a boolean" if isinstance(value, bool) else "a string"
+                    raise ValueError(f"{name} = {value!r}: expected {want}, not {what}")
+        return data
 
 
 class DataConfig(_Strict):

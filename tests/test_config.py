@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import ConfigError, load_experiment
+from engine.config import ConfigError, load_experiment, parse_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,3 +63,28 @@ def test_a_kd_table_keeps_the_stage_kind_s_own_defaults(tmp_path):
                  "[[stages]]\nkind = 'prune_l0'\nname = 'p'\nmodel = 't'\n[stages.kd]\nwieght = 1\n")
     with pytest.raises(ConfigError, match=r"stages\[1\].kd.wieght: unknown key"):
         load_experiment(f)
+
+
+def test_numbers_must_be_written_as_numbers():
+    # booleans are not step counts and strings are not rates (TOML has numbers)
+    base = {"name": "x", "stages": [{"kind": "train", "name": "t"}]}
+    for table, field in (({"max_steps": True}, r"max_steps = True: expected an integer"),
+                         ({"peak_lr": "3e-3"}, r"peak_lr = '3e-3': expected a number"),
+                         ({"max_minutes": False}, r"max_minutes = False: expected a number")):
+        base["stages"][0]["train"] = table
+        with pytest.raises(ConfigError, match=r"stages\[0\]\.train: " + field):
+            parse_experiment(base)
+    with pytest.raises(ConfigError, match="seed = True: expected an integer"):
+        parse_experiment({**base, "stages": [{"kind": "train", "name": "t"}], "seed": True})
+    base["stages"][0]["train"] = {"peak_lr": 1, "max_steps": 5}  # an integer rate is a number
+    assert parse_experiment(base).stages[0].train.peak_lr == 1.0
+
+
+def test_evaluate_refuses_zero_or_negative_counts(tmp_path):
+    import subprocess
+    import sys
+
+    for args in (["--max-utterances", "0"], ["--max-utterances", "-1"], ["--beam", "0"]):
+        p = subprocess.run([sys.executable, "-m", "engine.cli", "evaluate", str(tmp_path / "m.pt"),
+                            "--data", "builtin:tiny", *args], capture_output=True, text=True)
+        assert p.returncode == 2 and args[0] in p.stderr and "Traceback" not in p.stderr, p.stderr

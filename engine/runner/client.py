@@ -17,7 +17,7 @@ from engine.locks import try_lock
 from engine.runner.supervisor import lab_paths
 from engine.store import loads, read
 
-STATES = ("queued", "running", "done", "failed", "cancelled")
+STATES = ("queued", "running", "done", "failed", "cancelled", "skipped")
 
 
 class EngineError(RuntimeError):

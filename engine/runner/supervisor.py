@@ -36,7 +36,7 @@ from engine.locks import try_lock
 from engine.runner.spool import SpoolWriter, read_new
 from engine.store import Writer, is_lock_error
 
-TERMINAL = ("done", "failed", "cancelled")
+TERMINAL = ("done", "failed", "cancelled", "skipped")
 CANCEL_GRACE_S = 15.0
 TICK_S = 0.2
 RAY_MISSES = 5  # polls in a row without an answer before the Ray stages count as lost
@@ -242,6 +242,9 @@ class Supervisor:
     def cmd_resume(self, cmd: dict) -> None:
         for key, st in self._picked(cmd):
             if st["state"] in ("failed", "cancelled"):
+                self._set(key, state="queued", error=None, ended=None)
+        for key, st in self._run_stages(cmd["run_id"]):
+            if st["state"] == "skipped":  # skipped again at once if its input still is not run
                 self._set(key, state="queued", error=None, ended=None)
             elif key in self.cancel_at:
                 self.resume_after.add(key)  # still stopping: queue it again once it has
@@ -460,6 +463,11 @@ class Supervisor:
             for key, st in stages:
                 if st["state"] != "queued" or key in self.procs:
                     continue
+                cause = self._blocker(key)
+                if cause is not None:  # it cannot run until `resume`: say so, and end the run
+                    self._set(key, state="skipped", ended=time.time(),
+                              error=f"not run: its input {cause[0]!r} {cause[1]}")
+                    continue
                 deps = [by_name[d]["state"] for d in st["deps"]]
                 if any(d != "done" for d in deps):
                     continue
@@ -493,9 +501,9 @@ class Supervisor:
             return []
         return [(k, free // n + (1 if i < free % n else 0)) for i, k in enumerate(ready[:n])]
 
-    def _blocked(self, key) -> bool:
-        """A queued stage that cannot run until `resume`: an input of it (or of its inputs)
-        failed or was cancelled."""
+    def _blocker(self, key) -> tuple[str, str] | None:
+        """(input, its state) when a queued stage cannot run until `resume`: an input of it (or
+        of its inputs) failed, was cancelled or was itself skipped."""
         seen, todo = set(), list(self.stages[key]["deps"])
         while todo:
             d = todo.pop()
@@ -503,10 +511,13 @@ class Supervisor:
                 continue
             seen.add(d)
             dep = self.stages[(key[0], d)]
-            if dep["state"] in ("failed", "cancelled"):
-                return True
+            if dep["state"] in ("failed", "cancelled", "skipped"):
+                return d, dep["state"]
             todo += dep["deps"]
-        return False
+        return None
+
+    def _blocked(self, key) -> bool:
+        return self._blocker(key) is not None
 
     def _twin(self, key, st):
         """A stage of another run in the same sweep (or, for a run submitted with ``--reuse``,
