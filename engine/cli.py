@@ -195,7 +195,7 @@ def train(
     """Run an experiment's stages in the foreground (train, export, evaluate)."""
     from engine import devices
     from engine.config import load_experiment, parse_experiment
-    from engine.stages import lab_home, run_experiment
+    from engine.stages import check_data, lab_home, run_experiment
 
     try:
         exp = load_experiment(experiment)
@@ -208,6 +208,7 @@ def train(
                     st["device"] = device
             exp = parse_experiment(data, source=f"--device {device}")
         devices.check_experiment(exp, str(experiment))
+        check_data(exp, str(experiment))
         target = out or lab_home() / "runs" / exp.name
         outputs = run_experiment(exp, target, progress=not quiet)
     except _user_errors_all() as e:

@@ -67,12 +67,22 @@ class _Strict(BaseModel):
         return data
 
 
+BUILTIN_TIERS = ("tiny", "demo", "full")  # engine.data.synth.SIZES (a test keeps them equal)
+
+
 class DataConfig(_Strict):
     corpus: str = Field("builtin:tiny", description="a corpus folder, or builtin:tiny|demo|full")
     vocab_size: int = Field(256, ge=8, le=8192)
     tokenizer: Literal["unigram", "bpe"] = "unigram"
     train_split: str = "train"
     dev_split: str = "dev"
+
+    @model_validator(mode="after")
+    def _builtin(self):
+        if self.corpus.startswith("builtin:") and self.corpus[8:] not in BUILTIN_TIERS:
+            raise ValueError(f"corpus = {self.corpus!r}: no such built-in corpus; expected "
+                             + ", ".join(f"builtin:{t}" for t in BUILTIN_TIERS))
+        return self
 
 
 class ModelConfig(_Strict):
@@ -478,7 +488,7 @@ class Experiment(_Strict):
     name: str
     description: str = ""
     tags: list[str] = Field(default_factory=list, description="labels the explorer filters by")
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="every random draw starts from it")
     data: DataConfig = DataConfig()
     resources: dict[str, Resources] = Field(
         default_factory=dict, description="per stage kind, e.g. [resources.train] cpus = 4: "
@@ -562,6 +572,30 @@ def _message(e: ValidationError) -> str:
             got = f" (got {err['input']!r})" if where and not isinstance(err["input"], dict) else ""
             lines.append(f"{where}: {msg}{got}" if where else msg)
     return "; ".join(lines)
+
+
+def split_problems(exp: Experiment, have: list[str] | tuple) -> list[str]:
+    """Fields naming a split the corpus lacks (``have``: its splits), as 'FIELD: ...' lines."""
+    out, have = [], list(have)
+
+    def need(field: str, split: str, why: str = "") -> None:
+        if split not in have:
+            out.append(f"{field}: {exp.data.corpus} has no split {split!r}{why} (it has "
+                       f"{', '.join(have)})")
+
+    need("data.train_split", exp.data.train_split)
+    for i, st in enumerate(exp.stages):
+        for j, split in enumerate(getattr(st, "splits", None) or []):
+            need(f"stages[{i}].splits[{j}]", split)
+        train = getattr(st, "train", None)
+        if train is not None and train.eval_every:
+            if train.eval_splits:
+                for j, split in enumerate(train.eval_splits):
+                    need(f"stages[{i}].train.eval_splits[{j}]", split)
+            else:
+                need(f"stages[{i}].train.eval_every", exp.data.dev_split,
+                     " (eval_every evaluates data.dev_split; set eval_splits)")
+    return out
 
 
 def parse_experiment(data: dict, source: str = "<experiment>") -> Experiment:

@@ -62,6 +62,22 @@ def resolve_corpus(spec: str, progress: bool = False) -> Path:
     return path
 
 
+def check_data(exp, source: str) -> None:
+    """Refuse, before anything runs, a split the experiment names that its corpus lacks (an
+    evaluate stage's ``splits``, ``eval_splits``, the dev split ``eval_every`` needs, the train
+    split); a built-in corpus has every split, even before it is synthesized."""
+    from engine.config import ConfigError, split_problems
+    from engine.data.corpus import SPLITS, corpus_splits
+
+    if exp.data.corpus.startswith("builtin:"):
+        have = list(SPLITS)
+    else:
+        have = corpus_splits(resolve_corpus(exp.data.corpus))
+    problems = split_problems(exp, have)
+    if problems:
+        raise ConfigError(f"{source}: " + "; ".join(problems))
+
+
 def corpus_tokenizer(corpus: Path, vocab_size: int, model_type: str) -> Tokenizer:
     from engine.data.corpus import load_supervisions
     from engine.locks import file_lock

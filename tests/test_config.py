@@ -88,3 +88,39 @@ def test_evaluate_refuses_zero_or_negative_counts(tmp_path):
         p = subprocess.run([sys.executable, "-m", "engine.cli", "evaluate", str(tmp_path / "m.pt"),
                             "--data", "builtin:tiny", *args], capture_output=True, text=True)
         assert p.returncode == 2 and args[0] in p.stderr and "Traceback" not in p.stderr, p.stderr
+
+
+def test_what_fails_inside_a_stage_is_refused_at_submission(tmp_path):
+    import gzip
+    import json
+
+    from engine.config import BUILTIN_TIERS
+    from engine.data.synth import SIZES
+    from engine.runner.client import submit
+
+    assert set(BUILTIN_TIERS) == set(SIZES)
+    train = {"kind": "train", "name": "t", "train": {"max_steps": 2}}
+    with pytest.raises(ConfigError, match=r"data: corpus = 'builtin:huge': no such built-in"):
+        parse_experiment({"name": "x", "data": {"corpus": "builtin:huge"}, "stages": [train]})
+    with pytest.raises(ConfigError, match=r"seed: Input should be greater than or equal to 0"):
+        parse_experiment({"name": "x", "seed": -1, "stages": [train]})
+    lab = tmp_path / "lab"
+    ev = {"kind": "evaluate", "name": "e", "model": "t", "splits": ["test-clean", "nosuch"]}
+    with pytest.raises(ConfigError, match=r"e.toml: stages\[1\]\.splits\[1\]: builtin:tiny has "
+                                          r"no split 'nosuch'"):
+        submit(lab, {"name": "x", "stages": [train, ev]}, "e.toml")
+    probe = {**train, "train": {"max_steps": 2, "eval_every": 1, "eval_splits": ["dev", "x"]}}
+    with pytest.raises(ConfigError, match=r"stages\[0\]\.train\.eval_splits\[1\]: .* no split 'x'"):
+        submit(lab, {"name": "x", "stages": [probe]}, "e.toml")
+    # a corpus of its own without a dev split, and a stage whose eval_every needs one
+    corpus = tmp_path / "mine"
+    (corpus / "manifests").mkdir(parents=True)
+    (corpus / "corpus.json").write_text(json.dumps({"kind": "lhotse", "complete": True}))
+    for split in ("train", "test-clean"):
+        with gzip.open(corpus / "manifests" / f"cuts_{split}.jsonl.gz", "wt"):
+            pass
+    every = {**train, "train": {"max_steps": 2, "eval_every": 1}}
+    with pytest.raises(ConfigError, match=r"stages\[0\]\.train\.eval_every: .* no split 'dev' "
+                                          r"\(eval_every evaluates data.dev_split"):
+        submit(lab, {"name": "x", "data": {"corpus": str(corpus)}, "stages": [every]}, "e.toml")
+    assert not (lab / "runs").exists() or not any((lab / "runs").iterdir())

@@ -113,7 +113,7 @@ def submit(home: Path, data: dict, source: str, grids: list[str] | tuple = (),
     expand its sweep grid, prepare one run folder per combination and queue them; returns the
     run records. Raises ``ConfigError`` naming ``source`` and the field at fault."""
     from engine.runner.graph import expand_grid, new_run_id, parse_grid, prepare_run
-    from engine.stages import resolve_corpus
+    from engine.stages import check_data, resolve_corpus
 
     from engine.config import ConfigError
 
@@ -146,6 +146,7 @@ def submit(home: Path, data: dict, source: str, grids: list[str] | tuple = (),
             # a missing folder fails now, not in a worker; a relative one means here
             d = exp.data.model_copy(update={"corpus": str(resolve_corpus(exp.data.corpus))})
             combos[i] = (assignment, exp.model_copy(update={"data": d}))
+        check_data(combos[i][1], source)  # a split the corpus lacks fails now, not in a stage
     sweep = new_run_id(f"sweep-{combos[0][1].name}") if grids else None
     runs = [prepare_run(exp, lab_paths(home)["runs"], source, sweep, assignment, executor, reuse,
                         address, storage) for assignment, exp in combos]
