@@ -7,6 +7,7 @@ naming the file or value at fault and exit with status 2; they never print a tra
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -656,8 +657,12 @@ def status_cmd(
         typer.echo(json.dumps(runs[0] if run else runs, indent=2))
     elif runs:
         _print_status(runs)
+    elif not _home().exists():
+        _fail(f"no lab at {_home()} (" + ("ASRLAB_HOME" if os.environ.get("ASRLAB_HOME") else
+              "ASRLAB_HOME is unset, so ./lab") + "): set ASRLAB_HOME to your lab's folder, or "
+              "start one with `asrlab run experiments/tiny.toml`")
     else:
-        typer.echo("no runs yet: `asrlab run experiments/tiny.toml`")
+        typer.echo(f"no runs yet in the lab at {_home()}: `asrlab run experiments/tiny.toml`")
 
 
 @app.command("logs")
@@ -694,17 +699,31 @@ def logs_cmd(
         _time.sleep(1.0)
 
 
-def _run_command(op: str, run: str, stages: list[str] | None = None) -> None:
+# the stage states a command acts on
+ACTS_ON = {"cancel": ("queued", "running"), "resume": ("failed", "cancelled", "skipped")}
+
+
+def _run_command(op: str, run: str, stages: list[str] | None = None) -> list[str]:
+    """Send ``op`` for the run's stages it applies to; returns their names. Fails (non-zero)
+    naming the states when it applies to none: a finished run is not cancelled or resumed."""
     from engine.runner.client import send, start_supervisor, status
 
     try:
-        known = [s["name"] for s in status(_home(), run)[0]["stages"]]  # a run that exists
+        st = status(_home(), run)[0]  # a run that exists
+        known = [s["name"] for s in st["stages"]]
         bad = sorted(set(stages or []) - set(known))
         if bad:
             _fail(f"run {run} has no stage {', '.join(map(repr, bad))}; its stages: "
                   f"{', '.join(known)}")
+        picked = [s for s in st["stages"] if not stages or s["name"] in stages]
+        acts = [s["name"] for s in picked if s["state"] in ACTS_ON[op]]
+        if not acts:
+            states = ", ".join(f"{s['name']} {s['state']}" for s in picked)
+            _fail(f"nothing to {op} in run {run}: {states} (it {op}s stages that are "
+                  f"{' or '.join(ACTS_ON[op])})")
         start_supervisor(_home())
         send(_home(), op, run_id=run, stages=stages or [])
+        return acts
     except _engine_errors() as e:
         _fail(str(e))
 
@@ -717,9 +736,8 @@ def cancel_cmd(run: str = typer.Argument(..., help="A run id."),
                stage: Optional[list[str]] = typer.Option(None, "--stage", help=STAGE_OPT_HELP)
                ) -> None:
     """Stop a run's running stages and mark them and its queued stages cancelled."""
-    _run_command("cancel", run, stage)
-    typer.echo(f"cancelling {run}" + (f" ({', '.join(stage)})" if stage else "")
-               + f"; `asrlab resume {run}` continues it later")
+    acts = _run_command("cancel", run, stage)
+    typer.echo(f"cancelling {run} ({', '.join(acts)}); `asrlab resume {run}` continues it later")
 
 
 @app.command("resume")
@@ -727,8 +745,8 @@ def resume_cmd(run: str = typer.Argument(..., help="A run id."),
                stage: Optional[list[str]] = typer.Option(None, "--stage", help=STAGE_OPT_HELP)
                ) -> None:
     """Continue a run's failed, killed or cancelled stages (training from its last checkpoint)."""
-    _run_command("resume", run, stage)
-    typer.echo(f"resuming {run}")
+    acts = _run_command("resume", run, stage)
+    typer.echo(f"resuming {run} ({', '.join(acts)})")
 
 
 @app.command("results")
@@ -737,9 +755,14 @@ def results_cmd(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """One row per evaluated model and split: WER with its 95% interval, params, bytes, MACs, RTF."""
-    from engine.runner.client import results
+    from engine.runner.client import results, status
 
     rows = results(_home(), run)
+    if run and not rows:
+        try:
+            status(_home(), run)  # a run that exists, with nothing evaluated yet
+        except _engine_errors() as e:
+            _fail(str(e))
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     else:

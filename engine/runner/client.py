@@ -239,6 +239,7 @@ def log_files(home: Path, run_id: str, stage: str | None = None) -> list[Path]:
     run_dir = lab_paths(home)["runs"] / run_id
     if not run_dir.exists():
         raise EngineError(f"no run {run_id!r} under {lab_paths(home)['home']}")
-    names = [stage] if stage else [s["name"] for s in json.loads(
-        (run_dir / "run.json").read_text())["stages"]]
-    return [run_dir / "logs" / f"{n}.log" for n in names]
+    known = [s["name"] for s in json.loads((run_dir / "run.json").read_text())["stages"]]
+    if stage and stage not in known:
+        raise EngineError(f"run {run_id} has no stage {stage!r}; its stages: {', '.join(known)}")
+    return [run_dir / "logs" / f"{n}.log" for n in ([stage] if stage else known)]

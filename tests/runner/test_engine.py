@@ -260,3 +260,25 @@ def _alive(pid: int) -> bool:
         return True
     except ProcessLookupError:
         return False
+
+
+def test_commands_say_what_is_true_and_fail_where_nothing_matched(lab, tmp_path):
+    exp = lab.experiment(steps=4)
+    run_id = json.loads(lab.cli("run", str(exp), "--json"))["run_id"]
+    assert lab.wait(run_id)["state"] == "done"
+    for op in ("cancel", "resume"):  # a finished run: nothing to do, and it says so
+        p = lab.cli(op, run_id, check=False)
+        assert p.returncode != 0 and f"nothing to {op} in run {run_id}" in p.stderr, p.stderr
+        assert "model done" in p.stderr
+    p = lab.cli("logs", run_id, "nosuch", check=False)
+    assert p.returncode != 0 and "has no stage 'nosuch'; its stages: model" in p.stderr
+    p = lab.cli("results", "nosuch-run", check=False)
+    assert p.returncode != 0 and "no run 'nosuch-run'" in p.stderr
+    # another folder, no ASRLAB_HOME: the lab it looked in is named, and none is created there
+    env = {k: v for k, v in os.environ.items() if k != "ASRLAB_HOME"}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    p = subprocess.run([sys.executable, "-m", "engine.cli", "status"], cwd=elsewhere, env=env,
+                       capture_output=True, text=True)
+    assert p.returncode != 0 and f"no lab at {elsewhere / 'lab'}" in p.stderr, p.stderr
+    assert not (elsewhere / "lab").exists()
