@@ -825,7 +825,8 @@ def summary_cmd(
 
 @app.command("ui")
 def ui_cmd(
-    port: int = typer.Option(8501, "--port", help="Port to serve on."),
+    port: int = typer.Option(8501, "--port", min=0, max=65535,
+                             help="Port to serve on (0: any free one, with --background)."),
     host: str = typer.Option("127.0.0.1", "--host",
                              help="Address to bind; 0.0.0.0 shares it on the network."),
     background: bool = typer.Option(False, "--background",
@@ -852,6 +853,10 @@ def ui_cmd(
             _fail(str(e))
         typer.echo(f"explorer: {info['url']} (pid {info['pid']}; `asrlab ui --stop` ends it)")
         return
+    if port == 0:
+        port = serve.free_port(host)
+    elif serve.port_in_use(host, port):
+        _fail(f"port {port} is already in use; pass another --port (0: any free one)")
     typer.echo(f"explorer: {serve.url(host, port)} (serving {home}; Ctrl-C ends it)")
     os.environ["ASRLAB_HOME"] = str(home)
     os.execv(sys.executable, serve.command(port, host))

@@ -26,9 +26,10 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def explorer(filled_lab):
-    port = free_port()
-    out = filled_lab.cli("ui", "--background", "--port", str(port), timeout=90)
-    assert f"http://localhost:{port}/" in out
+    # --port 0: any free port, the one it serves on reported (and kept in ui.json from the start)
+    out = filled_lab.cli("ui", "--background", "--port", "0", timeout=90)
+    port = json.loads((filled_lab.home / "ui.json").read_text())["port"]
+    assert port > 0 and f"http://localhost:{port}/" in out, out
     yield f"http://localhost:{port}/"
     filled_lab.cli("ui", "--stop")
 
