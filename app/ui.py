@@ -17,6 +17,18 @@ def param(name: str, default: str | None = None) -> str | None:
     return st.query_params.get(name, default)
 
 
+def int_param(name: str, default: int) -> int:
+    """A whole-number URL parameter; anything else (``?step=abc``) is the default, with a note."""
+    raw = param(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        st.caption(f"Ignored `{name}={raw}` in the link: not a whole number.")
+        return default
+
+
 def param_list(name: str) -> list[str]:
     return [v for v in st.query_params.get_all(name) if v]
 

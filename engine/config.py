@@ -611,10 +611,16 @@ def read_experiment(path: Path | str) -> dict:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: no such experiment file")
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.toml"))[:5]
+        raise ConfigError(f"{path}: a folder, not an experiment file"
+                          + (f"; it holds {', '.join(found)}" if found else ""))
     try:
         text = path.read_text()
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not a text file ({e.reason})") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot be read ({e.strerror})") from None
     data = toml_data(text, str(path))
     data.setdefault("name", path.stem)
     return data

@@ -124,3 +124,9 @@ def test_what_fails_inside_a_stage_is_refused_at_submission(tmp_path):
                                           r"\(eval_every evaluates data.dev_split"):
         submit(lab, {"name": "x", "data": {"corpus": str(corpus)}, "stages": [every]}, "e.toml")
     assert not (lab / "runs").exists() or not any((lab / "runs").iterdir())
+
+
+def test_a_folder_given_as_the_experiment_is_named(tmp_path):
+    (tmp_path / "a.toml").write_text('name = "a"')
+    with pytest.raises(ConfigError, match=r"a folder, not an experiment file; it holds a.toml"):
+        load_experiment(tmp_path)

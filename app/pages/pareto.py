@@ -27,7 +27,7 @@ choice = c[2].selectbox("Which evaluation", choices, format_func=data.CHOICES.ge
                              "the last at or before step N")
 step = None
 if choice == "step":
-    st.session_state.setdefault("step", int(ui.param("step", "1000")))
+    st.session_state.setdefault("step", max(0, ui.int_param("step", 1000)))
     step = int(c[3].number_input("N", 0, None, key="step"))
 st.session_state.setdefault("log", ui.param("log", "1") == "1")
 log_x = c[4].checkbox("log x", key="log")

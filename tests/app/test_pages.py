@@ -203,6 +203,10 @@ def test_pareto_chooses_which_evaluation_counts(filled_lab):
     assert set(at.dataframe[-1].value["step"]) == {10}
     at = ok(page("pareto", split="test-clean", choice="step", step="5"))
     assert any("No model has an evaluation" in w.value for w in at.warning)
+    # a hand-edited link: no exception box, the default step and a note saying why
+    at = ok(page("pareto", split="test-clean", choice="step", step="abc"))
+    assert at.number_input(key="step").value == 1000
+    assert "Ignored `step=abc`" in texts(at)
 
 
 def test_pareto_filters_by_run_and_tag(filled_lab):
