@@ -80,6 +80,38 @@ def save_model(model: Transducer, path: Path, meta: dict | None = None,
     return Path(path)
 
 
+def safe_load(path: Path, what: str = "file"):
+    """``torch.load(weights_only=True)`` with a message that says what is wrong with ``path``: an
+    empty file, a file that is not PyTorch's, or one refused because it holds Python objects
+    beyond tensors and plain data (the lab never runs code from a file it is handed)."""
+    import pickle
+    import warnings
+
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: an empty file, not a {what}")
+    import zipfile
+
+    with open(path, "rb") as f:
+        head = f.read(1)
+    if not zipfile.is_zipfile(path) and head != b"\x80":
+        raise ValueError(f"{path}: not a PyTorch {what} (torch.save writes a zip archive; this "
+                         f"file is neither that nor a pickle)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only" in str(e).lower() or "weights_only" in str(e):
+            raise ValueError(f"{path}: refused: it holds Python objects beyond tensors and plain "
+                             f"data, and the lab loads weights only (loading such a file can run "
+                             f"code from it); not an asrlab {what}") from None
+        raise ValueError(f"{path}: not a PyTorch {what} ({e})") from None
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ValueError(f"{path}: not a PyTorch {what} ({type(e).__name__}: {first})") from None
+
+
 def load_model(path: Path | str, inference: bool = True) -> tuple[Transducer, dict]:
     """(model in eval mode, meta) from a model file or a training checkpoint. With ``inference``
     the training-only heads are dropped (see ``Transducer.for_inference``)."""
@@ -88,11 +120,7 @@ def load_model(path: Path | str, inference: bool = True) -> tuple[Transducer, di
         path = path / "model.pt"
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such model file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{path}: not a readable model file ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0][:200]})") from None
+    obj = safe_load(path, "model file")
     if not isinstance(obj, dict) or "config" not in obj or ("state" not in obj and "model" not in obj):
         raise ValueError(f"{path}: not an asrlab model or checkpoint (no config/state)")
     model = build(from_dict(obj["config"]))

@@ -264,6 +264,18 @@ def export(
                + ")")
 
 
+def _corpus_with(data: str, split: str) -> Path:
+    """The corpus ``--data`` names, checked to have ``--split``."""
+    from engine.data.corpus import corpus_splits
+    from engine.stages import resolve_corpus
+
+    corpus = resolve_corpus(data)
+    have = corpus_splits(corpus)
+    if split not in have:
+        _fail(f"--split {split}: {data} has no such split (it has {', '.join(have)})")
+    return corpus
+
+
 @app.command("evaluate")
 def evaluate(
     model: Path = typer.Argument(..., help="A model file (model.pt), export folder or checkpoint."),
@@ -293,7 +305,7 @@ def evaluate(
             if not Path(model).is_dir():
                 _fail(f"{model}: --runtime {runtime} takes an exported folder; write one with "
                       f"`asrlab export {model} --format sherpa-onnx --out DIR`")
-            res = evaluate_exported(Path(model), resolve_corpus(data), split, runtime, int8,
+            res = evaluate_exported(Path(model), _corpus_with(data, split), split, runtime, int8,
                                     max_utterances)
         elif runtime in ("torch", "torch-int8"):
             if (Path(model) / "asrlab.json").exists() and not (Path(model) / "model.pt").exists():
@@ -301,10 +313,11 @@ def evaluate(
             if int8:
                 _fail("--int8 picks the int8 ONNX files; for PyTorch use --runtime torch-int8")
             m, meta = load_model(model)
-            tok = model_tokenizer(meta)
+            tok = model_tokenizer(meta, Path(model))
             if tok is None:
-                _fail(f"{model}: has no embedded tokenizer (train it with `asrlab train`)")
-            corpus = resolve_corpus(data)
+                _fail(f"{model}: has no embedded tokenizer and lies in no run folder whose "
+                      f"experiment names one; evaluate the stage's model.pt or an export of it")
+            corpus = _corpus_with(data, split)
             artifact = Path(model) / "model.pt" if Path(model).is_dir() else Path(model)
             if runtime == "torch-int8":
                 m, artifact = _torch_int8(m, meta)
@@ -320,6 +333,8 @@ def evaluate(
             _fail(f"--runtime {runtime!r}: expected torch, torch-int8, sherpa-onnx or onnxruntime")
     except _user_errors_all() as e:
         _fail(str(e))
+    except typer.Exit:
+        raise
     except RuntimeError as e:
         _fail(str(e))
     s = res["summary"]
@@ -362,7 +377,7 @@ def compare(
     from engine.stages import evaluate_model, model_tokenizer, resolve_corpus
 
     try:
-        corpus = resolve_corpus(data)
+        corpus = _corpus_with(data, split)
         runs = []
         for path in (model_a, model_b):
             m, meta = load_model(path)

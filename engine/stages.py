@@ -124,9 +124,26 @@ class Context:
         return Path(self.outputs[stage_name]["model"])
 
 
-def model_tokenizer(meta: dict) -> Tokenizer | None:
+def model_tokenizer(meta: dict, path: Path | None = None) -> Tokenizer | None:
+    """The tokenizer embedded in a model file; for a file without one (a training checkpoint,
+    a pruning stage's file) inside a run folder (``path``), the tokenizer of that run's
+    experiment (its corpus, vocabulary and kind, as the stage trained with)."""
     proto = meta.get("tokenizer")
-    return Tokenizer(proto=bytes(proto.numpy().tobytes())) if proto is not None else None
+    if proto is not None:
+        return Tokenizer(proto=bytes(proto.numpy().tobytes()))
+    if path is None:
+        return None
+    for folder in Path(path).resolve().parents:
+        exp_file = folder / "experiment.json"
+        if exp_file.exists():
+            try:
+                data = json.loads(exp_file.read_text()).get("data", {})
+                corpus = resolve_corpus(data.get("corpus", "builtin:tiny"))
+                return corpus_tokenizer(corpus, int(data.get("vocab_size", 256)),
+                                        data.get("tokenizer", "unigram"))
+            except (ValueError, OSError, KeyError):
+                return None
+    return None
 
 
 # ----- train -------------------------------------------------------------------------------------

@@ -116,3 +116,41 @@ def test_export_refuses_to_write_over_its_own_input(tiny_run, tmp_path):
     assert (m / "model.pt").read_bytes() == before  # the training heads are still there
     p = run("export", m / "model.pt", "--out", tmp_path / "deploy")
     assert p.returncode == 0, p.stderr
+
+
+def test_evaluate_names_what_is_wrong_with_its_input(tiny_run, tiny, tmp_path):
+    import pickle
+
+    out, _ = tiny_run
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    text = tmp_path / "text.pt"
+    text.write_text("hello\n")
+
+    class Evil:  # a pickle that would run code when loaded without weights_only
+        def __reduce__(self):
+            return (print, ("ran code",))
+
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps({"config": Evil()}))
+    model = out / "export" / "model.pt"
+    for args, says in (
+            ([empty], "an empty file"),
+            ([text], "not a PyTorch model file (torch.save writes a zip archive"),
+            ([evil], "refused: it holds Python objects beyond tensors"),
+            ([model, "--split", "nosuch"], "--split nosuch: " + str(tiny) + " has no such split"),
+            ([model, "--runtime", "bogus"], "--runtime 'bogus': expected torch")):
+        p = run("evaluate", *args, *([] if "--split" in args else []), "--data", tiny)
+        assert p.returncode == 2 and says in p.stderr, (args, p.stderr)
+        assert "Traceback" not in p.stderr and "weights_only=False" not in p.stderr
+        assert "ran code" not in p.stdout + p.stderr
+        assert "error: 2" not in p.stderr
+
+
+def test_evaluate_takes_a_checkpoint_as_export_does(tiny_run, tiny):
+    # a training checkpoint has no tokenizer of its own: the run's experiment names it
+    out, _ = tiny_run
+    ckpt = sorted((out / "model" / "checkpoints").glob("step-*.pt"))[-1]
+    p = run("evaluate", ckpt, "--data", tiny, "--max-utterances", "3", "--json")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["utterances"] == 3
