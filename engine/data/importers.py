@@ -251,7 +251,14 @@ def import_librispeech(src: Path, out: Path, subsets: list[str] | None = None,
         split = LIBRISPEECH_SPLITS.get(subset, subset)
         recs, sups = parts.setdefault(split, ([], []))
         for trans in sorted(folder.glob("*/*/*.trans.txt")):
-            for lineno, line in enumerate(trans.read_text().splitlines(), 1):
+            try:
+                text_lines = trans.read_text(encoding="utf-8").splitlines()
+            except UnicodeDecodeError as e:
+                line_no = trans.read_bytes()[: e.start].count(b"\n") + 1
+                raise CorpusImportError(f"{trans}:{line_no}: not UTF-8 text (byte "
+                                        f"{e.object[e.start]:#04x}); LibriSpeech transcripts "
+                                        f"are UTF-8: convert the file") from None
+            for lineno, line in enumerate(text_lines, 1):
                 if not line.strip():
                     continue
                 uid, _, text = line.strip().partition(" ")
@@ -274,6 +281,37 @@ def import_librispeech(src: Path, out: Path, subsets: list[str] | None = None,
              for split, (r, s) in parts.items()}
     return _finish(out, "librispeech", str(src), parts, report, strict, force,
                    declared_durations=False)
+
+
+def check_jsonl(path: Path) -> None:
+    """Every line of a (gzipped) JSON-lines manifest parses as a JSON object; otherwise a
+    CorpusImportError naming the file and line (a truncated .gz names where it ends)."""
+    import gzip
+    import json
+    import zlib
+
+    opener = gzip.open if path.name.endswith(".gz") else open
+    lineno = 0
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise CorpusImportError(f"{path}:{lineno}: not a JSON line ({e.msg} at "
+                                            f"column {e.colno})") from None
+                if not isinstance(row, dict) or "id" not in row:
+                    raise CorpusImportError(f"{path}:{lineno}: not a lhotse manifest entry "
+                                            f"(a JSON object with an \"id\")")
+    except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as e:
+        if isinstance(e, CorpusImportError):
+            raise
+        raise CorpusImportError(f"{path}: a damaged or truncated gzip file (it ends after "
+                                f"line {lineno}: {type(e).__name__}: {e}); copy it again") from None
+    except UnicodeDecodeError as e:
+        raise CorpusImportError(f"{path}:{lineno + 1}: not UTF-8 text ({e.reason})") from None
 
 
 def _split_of(manifest: Path) -> str:
@@ -314,6 +352,8 @@ def import_lhotse(src: Path, out: Path, strict: bool = False, force: bool = Fals
     report = ImportReport(source=f"{src} (lhotse)")
     parts = {}
     for name, kinds in by_split.items():
+        for f in kinds.values():
+            check_jsonl(f)
         try:
             if "recordings" in kinds and "supervisions" in kinds:
                 recs = RecordingSet.from_file(kinds["recordings"])

@@ -61,8 +61,9 @@ def test_librispeech_single_subset_and_subset_filter(libri, tmp_path):
     assert set(r.splits) == {"test-other"}
     with pytest.raises(CorpusImportError, match="not found"):
         import_librispeech(root, tmp_path / "three", subsets=["train-clean-360"])
+    (tmp_path / "nothing").mkdir()
     with pytest.raises(CorpusImportError, match="no LibriSpeech subsets"):
-        import_librispeech(tmp_path, tmp_path / "four")
+        import_librispeech(tmp_path / "nothing", tmp_path / "four")
 
 
 def _copy_manifests(tiny, dest, prefix="mycorpus"):
@@ -163,3 +164,31 @@ def test_an_out_that_would_delete_the_source_or_a_foreign_folder_is_refused(libr
     import_librispeech(root, out)
     import_librispeech(root, out, force=True)  # a lab corpus: replaced
     assert corpus_info(out)["splits"]["train"]["utterances"] > 0
+
+
+def test_broken_files_are_named_with_their_line(libri, tiny, tmp_path):
+    root, _ = libri
+    trans = sorted(root.rglob("*.trans.txt"))[0]
+    lines = trans.read_bytes().splitlines(keepends=True)
+    trans.write_bytes(b"".join(lines[:1] + [b"1-2-3 CAF\xe9\n"] + lines[1:]))
+    with pytest.raises(CorpusImportError, match=rf"{trans.name}:2: not UTF-8 text \(byte 0xe9\)"):
+        import_librispeech(root, tmp_path / "ls")
+    # a lhotse recordings manifest with a malformed third line
+    src = tmp_path / "lh"
+    _copy_manifests(tiny, src)
+    rec = next(src.glob("*recordings*train*"))
+    with gzip.open(rec, "rt") as f:
+        rows = f.read().splitlines()
+    rows[2] = rows[2][:40]
+    with gzip.open(rec, "wt") as f:
+        f.write("\n".join(rows) + "\n")
+    with pytest.raises(CorpusImportError, match=rf"{rec.name}:3: not a JSON line"):
+        import_lhotse(src, tmp_path / "out1")
+    # and a truncated .gz
+    data = gzip.compress(("\n".join(rows[:2] * 200) + "\n").encode())
+    rec.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CorpusImportError, match=rf"{rec.name}: a damaged or truncated gzip"):
+        import_lhotse(src, tmp_path / "out2")
+    p = subprocess.run(ASRLAB + ["corpus", "import", "lhotse", str(src), "--out",
+                                 str(tmp_path / "out3")], capture_output=True, text=True)
+    assert p.returncode != 0 and "truncated gzip" in p.stderr and "Aborted" not in p.stderr
