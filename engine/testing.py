@@ -94,6 +94,34 @@ def make_librispeech_tree(corpus: Path, dest: Path, per_split: int = 6,
     return planted
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants alive now (from /proc), parents first; [] if it is gone."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    if not Path(f"/proc/{pid}").exists():
+        return []
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop(0)
+        out.append(p)
+        todo += children.get(p, [])
+    return out
+
+
+def _signal(pid: int, sig) -> None:
+    import os
+
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
 class Lab:
     """A lab under ``home`` driven through the real ``asrlab`` command line, for engine tests:
     writes tiny experiments, runs commands, waits for runs, reads the store, and at the end
@@ -327,17 +355,20 @@ tune_utterances = 6
                      if line.startswith(("SigPnd:", "ShdPnd:"))]
             return any(m & (1 << (signal.SIGTERM - 1)) for m in masks)
 
-        # the worker leads its process group (its torchrun ranks included): stop all of it
-        send = os.killpg if os.getpgid(pid) == pid else os.kill
-        send(pid, signal.SIGSTOP)
+        # the worker and every process under it: torchrun starts its ranks in sessions of
+        # their own, so its process group alone would leave the ranks training
+        tree = process_tree(pid)
+        if not tree:
+            raise AssertionError(f"worker {pid} had already ended before the cancel: give the "
+                                 f"test's stage more steps")
+        for p in tree:
+            _signal(p, signal.SIGSTOP)
         try:
             self.cli("cancel", *cancel_args)
             self.wait_for(sigterm_pending, "the cancel's SIGTERM to reach the paused worker", 120)
         finally:
-            try:
-                send(pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
+            for p in tree:
+                _signal(p, signal.SIGCONT)
 
     def wait(self, run_id: str, timeout: float = 400.0) -> dict:
         """The run's status once it has ended (done, failed or cancelled) and nothing of it is

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import urllib.request
 from pathlib import Path
@@ -108,8 +109,12 @@ def test_the_play_button_plays_real_wav_bytes(page, explorer, tmp_path):
     with urllib.request.urlopen(src) as r:
         body = r.read()
     assert body[:4] == b"RIFF" and body[8:12] == b"WAVE"
-    playing = audio.evaluate("a => a.play().then(() => new Promise(r => setTimeout(() => "
-                             "r({paused: a.paused, t: a.currentTime, d: a.duration}), 600)))")
+    # until the clock moves (at most 10 s): a loaded machine may take a while to start playing
+    playing = audio.evaluate(
+        "a => a.play().then(() => new Promise(r => { const t0 = Date.now(); const tick = () => {"
+        " if (a.currentTime > 0 || Date.now() - t0 > 10000)"
+        " r({paused: a.paused, t: a.currentTime, d: a.duration}); else setTimeout(tick, 100); };"
+        " tick(); }))")
     assert not playing["paused"] and playing["t"] > 0 and playing["d"] > 0, playing
     snap(page, tmp_path, "listen-playing")
 
@@ -117,9 +122,17 @@ def test_the_play_button_plays_real_wav_bytes(page, explorer, tmp_path):
 def test_runs_page_updates_live_while_the_engine_trains(page, explorer, filled_lab, tmp_path):
     exp = filled_lab.experiment(steps=40, log_every=5, checkpoint_every=20)
     run_id = json.loads(filled_lab.cli("run", str(exp), "--json"))["run_id"]
-    shots.open_page(page, explorer, "runs", f"run={run_id}")
-    caption = page.locator('[data-testid="stCaptionContainer"]').first
-    assert "running" in caption.inner_text() or "queued" in caption.inner_text()
+    filled_lab.wait_for(lambda: filled_lab.stage(run_id, "model")["state"] == "running"
+                        and filled_lab.stage(run_id, "model")["pid"], "training to start")
+    # frozen while the page opens: a tiny stage could otherwise be done before it renders
+    pid = filled_lab.stage(run_id, "model")["pid"]
+    os.killpg(pid, signal.SIGSTOP)
+    try:
+        shots.open_page(page, explorer, "runs", f"run={run_id}")
+        caption = page.locator('[data-testid="stCaptionContainer"]').first
+        assert "running" in caption.inner_text()
+    finally:
+        os.killpg(pid, signal.SIGCONT)
     # no reload: the fragment re-reads the store every 2 s while the supervisor writes it
     page.wait_for_function(
         "() => { const c = document.querySelector('[data-testid=\"stCaptionContainer\"]');"

@@ -60,8 +60,11 @@ def _losses(lab, run_id: str) -> dict[int, float]:
 def test_two_ranks_follow_one_process_and_resume(lab):
     ddp = json.loads(lab.cli("run", str(_experiment(lab, 2)), "--json"))["run_id"]
     ckpts = lab.run_dir(ddp) / "model" / "checkpoints"
+    # the pid first (a store read), so the pause follows the checkpoint at once
+    lab.wait_for(lambda: lab.stage(ddp, "model")["pid"], "the DDP stage to start")
+    pid = lab.stage(ddp, "model")["pid"]
     lab.wait_for(lambda: any(ckpts.glob("step-*.pt")), "the DDP stage's first checkpoint")
-    lab.cancel_while_paused(lab.stage(ddp, "model")["pid"], ddp)  # cancelled, however fast
+    lab.cancel_while_paused(pid, ddp)  # its ranks too: cancelled, however fast they train
     assert lab.wait(ddp)["state"] == "cancelled"
     single = json.loads(lab.cli("run", str(_experiment(lab, 1)), "--json"))["run_id"]
     lab.cli("resume", ddp)

@@ -72,8 +72,10 @@ def test_a_killed_worker_fails_its_stage_and_resume_continues_from_the_checkpoin
     exp = lab.experiment(steps=160, checkpoint_every=20)
     run_id = json.loads(lab.cli("run", str(exp), "--json"))["run_id"]
     ckpts = lab.run_dir(run_id) / "model" / "checkpoints"
-    lab.wait_for(lambda: any(ckpts.glob("step-*.pt")), "a first checkpoint")
+    lab.wait_for(lambda: lab.stage(run_id, "model")["pid"], "training to start")
     pid = lab.stage(run_id, "model")["pid"]
+    lab.wait_for(lambda: any(ckpts.glob("step-*.pt")), "a first checkpoint")
+    os.kill(pid, signal.SIGSTOP)  # at once: mid-stage however fast it trains
     assert testing.is_worker(pid, run_id)
     os.kill(pid, signal.SIGKILL)
     st = lab.wait(run_id)
@@ -101,11 +103,11 @@ def test_a_killed_worker_fails_its_stage_and_resume_continues_from_the_checkpoin
 def test_a_killed_supervisor_loses_nothing_and_its_successor_adopts_the_worker(lab):
     exp = lab.experiment(steps=120)
     run_id = json.loads(lab.cli("run", str(exp), "--json"))["run_id"]
-    lab.wait_for(lambda: lab.stage(run_id, "model")["state"] == "running"
-                 and (lab.run_dir(run_id) / "model" / "metrics.jsonl").exists(), "training")
+    lab.wait_for(lambda: lab.stage(run_id, "model")["pid"], "training to start")
+    worker = lab.stage(run_id, "model")["pid"]
+    lab.wait_for(lambda: (lab.run_dir(run_id) / "model" / "metrics.jsonl").exists(), "training")
     # frozen (its whole session) while the supervisor dies: a tiny stage can otherwise finish
     # before the supervisor is gone, and then nothing is left to spool on (seen on a loaded CI)
-    worker = lab.stage(run_id, "model")["pid"]
     os.killpg(worker, signal.SIGSTOP)
     try:
         sup = json.loads(lab.cli("supervisor", "status", "--json"))["pid"]

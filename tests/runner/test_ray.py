@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -81,10 +82,14 @@ def test_a_sweep_survives_a_lost_node(cluster, lab, tmp_path):
     assert set(on.values()) == {c.head_node.node_id, second.node_id}, on
     victim = next(rid for rid, node in on.items() if node == second.node_id)
     ckpts = lab.run_dir(victim) / "model" / "checkpoints"
-    lab.wait_for(lambda: any(ckpts.glob("step-*.pt")), "a checkpoint on the second node",
-                 timeout=240)
-    first_pid = int(next(ev["line"].rsplit("pid ", 1)[1] for ev in _events(spools[victim])
-                         if ev["type"] == "log" and "started, pid" in ev["line"]))
+    # the pid line is forwarded by the actor (every 0.3 s), the checkpoint is on disk at once
+    lab.wait_for(lambda: any(ckpts.glob("step-*.pt")) and _started_pid(spools[victim]),
+                 "a checkpoint on the second node", timeout=240)
+    first_pid = _started_pid(spools[victim])
+    # frozen, so it is still mid-stage when its node dies, however fast it trains (a stopped
+    # process still dies with its Ray worker)
+    for p in testing.process_tree(first_pid):
+        os.kill(p, signal.SIGSTOP)
     second.kill_raylet()
     killed_at = time.monotonic()
 
@@ -127,16 +132,24 @@ def test_a_sweep_survives_a_lost_node(cluster, lab, tmp_path):
     c.wait_for_nodes()
 
 
+def _started_pid(spool) -> int | None:
+    """The stage worker's pid from its "started, pid N" log line, once forwarded."""
+    if not spool.exists():
+        return None
+    return next((int(ev["line"].rsplit("pid ", 1)[1]) for ev in _events(spool)
+                 if ev["type"] == "log" and "started, pid" in ev["line"]), None)
+
+
 def test_cancel_stops_the_ray_task_and_resume_continues(cluster, lab):
     c, _ = cluster
     exp = lab.experiment(steps=150, checkpoint_every=10, log_every=5)
     rid = json.loads(lab.cli("run", str(exp), "--executor", "ray", "--address", c.address,
                              "--json"))["run_id"]
     ckpts = lab.run_dir(rid) / "model" / "checkpoints"
-    lab.wait_for(lambda: any(ckpts.glob("step-*.pt")), "a checkpoint", timeout=240)
     spool = lab.run_dir(rid) / "spool" / "model.jsonl"
-    pid = int(next(ev["line"].rsplit("pid ", 1)[1] for ev in _events(spool)
-                   if ev["type"] == "log" and "started, pid" in ev["line"]))
+    lab.wait_for(lambda: any(ckpts.glob("step-*.pt")) and _started_pid(spool), "a checkpoint",
+                 timeout=240)
+    pid = _started_pid(spool)
     lab.cancel_while_paused(pid, rid)  # however fast the tiny stage trains, it is cancelled
     st = lab.wait(rid, timeout=120)
     assert st["state"] == "cancelled"
