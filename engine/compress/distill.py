@@ -7,7 +7,8 @@
   token, P(blank) and P(rest) = 1 - P(y) - P(blank); at u = U (no next token) only blank and rest.
   P(rest) is a log-sum-exp over the other tokens, never ``log(1 - p_y - p_blank)``, so it keeps
   its precision when the two are close to 1. The teacher is reduced to (..., 3) before it meets
-  the student, so the KD term costs O(T x U x 3) beyond the joiners themselves.
+  the student (a few frames at a time, inside its no-grad pass), so the teacher costs O(T x U x 3)
+  beyond one chunk of its joiner output.
 - ``layerwise_kd``: distance between a learned, identity-initialised linear map of student block
   m(i) and teacher block i (MSE, or L1 + cosine).
 
