@@ -78,7 +78,10 @@ def _torchrun(stage, run_dir: Path, name: str, log) -> dict | None:
                  f"--master-port={port}"]
     cmd = [sys.executable, "-m", "torch.distributed.run", *where,
            f"--nproc-per-node={stage.nproc}", "-m", "engine.runner.worker", str(run_dir), name]
-    log(f"stage {name}: {stage.nproc * nnodes} DDP processes (NCCL on CUDA, else gloo) on {nnodes} node(s), "
+    from engine import devices
+
+    backend = "NCCL" if devices.resolve(stage.train.device).type == "cuda" else "gloo"
+    log(f"stage {name}: {stage.nproc * nnodes} DDP processes ({backend}) on {nnodes} node(s), "
         f"{threads} thread(s) each" + (f"; this is node {node_rank}" if nnodes > 1 else ""))
     p = subprocess.Popen(cmd, env={**os.environ, "ASRLAB_THREADS": str(threads),
                                    "OMP_NUM_THREADS": str(threads)})
