@@ -147,6 +147,11 @@ def is_lock_error(e: Exception) -> bool:
     return "lock" in str(e).lower()
 
 
+def _torn(e: Exception) -> bool:
+    """A read that found the file shorter than its header says: the writer was extending it."""
+    return "could not read enough bytes" in str(e).lower()
+
+
 def _migrate(con: duckdb.DuckDBPyConnection) -> None:
     have = {r[0] for r in con.execute(
         "SELECT table_name FROM information_schema.tables").fetchall()}
@@ -281,7 +286,7 @@ def read(path: Path, sql: str, params: list | None = None, timeout: float = 10.0
         try:
             con = duckdb.connect(str(path), read_only=True)
         except duckdb.Error as e:
-            if not is_lock_error(e) or time.monotonic() > deadline:
+            if not (is_lock_error(e) or _torn(e)) or time.monotonic() > deadline:
                 raise
             time.sleep(delay * (1 + random.random()))
             delay = min(delay * 2, 0.5)
@@ -292,8 +297,15 @@ def read(path: Path, sql: str, params: list | None = None, timeout: float = 10.0
             return [dict(zip(cols, r)) for r in cur.fetchall()]
         except duckdb.CatalogException:
             return []  # created but not yet migrated
+        except duckdb.IOException as e:
+            # a torn read of a file the writer was extending (seen once in CI): the reader
+            # holds nothing, so read again from a fresh connection
+            if not _torn(e) or time.monotonic() > deadline:
+                raise
         finally:
             con.close()
+        time.sleep(delay * (1 + random.random()))
+        delay = min(delay * 2, 0.5)
 
 
 def loads(value: str | None, default=None):
