@@ -86,12 +86,11 @@ def safe_load(path: Path, what: str = "file"):
     beyond tensors and plain data (the lab never runs code from a file it is handed)."""
     import pickle
     import warnings
+    import zipfile
 
     path = Path(path)
     if path.stat().st_size == 0:
         raise ValueError(f"{path}: an empty file, not a {what}")
-    import zipfile
-
     with open(path, "rb") as f:
         head = f.read(1)
     if not zipfile.is_zipfile(path) and head != b"\x80":

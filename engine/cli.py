@@ -195,19 +195,13 @@ def train(
 ) -> None:
     """Run an experiment's stages in the foreground (train, export, evaluate)."""
     from engine import devices
-    from engine.config import load_experiment, parse_experiment
+    from engine.config import load_experiment
     from engine.stages import check_data, lab_home, run_experiment
 
     try:
         exp = load_experiment(experiment)
         if device is not None:
-            data = exp.model_dump()
-            for st in data["stages"]:
-                if st.get("train") is not None:
-                    st["train"]["device"] = device
-                elif "device" in st:
-                    st["device"] = device
-            exp = parse_experiment(data, source=f"--device {device}")
+            exp = devices.with_device(exp, device, f"--device {device}")
         devices.check_experiment(exp, str(experiment))
         check_data(exp, str(experiment))
         target = out or lab_home() / "runs" / exp.name

@@ -235,8 +235,8 @@ class _Stage(_Strict):
 
 class _DataParallel(_Stage):
     """A training stage that may run data-parallel: ``nproc`` processes per node (and
-    ``nnodes`` nodes) launched with torchrun, DDP over NCCL on CUDA (a GPU per rank) or gloo on the CPU; each global batch is the one a
-    single process would take, split across ranks."""
+    ``nnodes`` nodes) launched with torchrun, DDP over NCCL on CUDA (a GPU per rank) or gloo on
+    the CPU; each global batch is the one a single process would take, split across ranks."""
 
     nproc: int = Field(1, ge=1, le=64, description="processes (DDP ranks) per node")
     nnodes: int = Field(1, ge=1, le=64, description="nodes; more than 1 needs executor ray")

@@ -19,6 +19,7 @@ import re
 import torch
 
 from engine.config import DEVICE_PATTERN
+
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -93,6 +94,17 @@ def stage_devices(exp) -> list[tuple[str, str, object]]:
         elif hasattr(st, "device"):
             out.append((f"stages[{i}].device", st.device, st))
     return out
+
+
+def with_device(exp, spec: str, source: str):
+    """``exp`` with every model-running stage's device set to ``spec`` (``--device``)."""
+    from engine.config import parse_experiment
+
+    data = exp.model_dump()
+    for _, _, st in stage_devices(exp):
+        d = data["stages"][exp.stages.index(st)]
+        (d["train"] if d.get("train") is not None else d)["device"] = spec
+    return parse_experiment(data, source)
 
 
 def check_experiment(exp, source: str, gpus_of=None) -> None:

@@ -56,10 +56,8 @@ def stage_hashes(exp: Experiment) -> dict[str, str]:
         # does not change the identity of stages computed before it existed
         # where it runs is not what it computes: resources and the device stay out of the
         # identity (its precision stays in: bf16 computes something else)
-        dumped = st.model_dump(mode="json", exclude_defaults=True, exclude={"resources"})
-        dumped.pop("device", None)
-        if isinstance(dumped.get("train"), dict):
-            dumped["train"].pop("device", None)
+        dumped = st.model_dump(mode="json", exclude_defaults=True,
+                               exclude={"resources": True, "device": True, "train": {"device"}})
         key = {"stage": dumped, **common,
                "inputs": [out[d] for d in deps[st.name]]}
         key["recipe_version"] = RECIPE_VERSION  # the encoder's numerics or the recipe changed

@@ -54,7 +54,8 @@ def _node_rank() -> int:
 
 def _torchrun(stage, run_dir: Path, name: str, log) -> dict | None:
     """Run the stage data-parallel: ``torchrun`` starts ``nproc`` ranks of this worker (DDP over
-    NCCL on CUDA, gloo on the CPU; one GPU per rank); rank 0 reports and writes the outputs, this process waits for them all. On a
+    NCCL on CUDA, gloo on the CPU; one GPU per rank); rank 0 reports and writes the outputs,
+    this process waits for them all. On a
     multi-node stage one launcher runs per node (``ASRLAB_NODE_RANK``, ``ASRLAB_MASTER`` from
     the Ray executor); the others return None."""
     import subprocess
@@ -145,9 +146,10 @@ def main(argv: list[str]) -> int:
 
             # NCCL between GPUs when this stage trains on CUDA, gloo between CPU processes
             train = getattr(stage, "train", None)
-            on_gpu = train is not None and devices.resolve(train.device, True).type == "cuda"
+            dev = devices.resolve(train.device, True) if train is not None else None
+            on_gpu = dev is not None and dev.type == "cuda"
             if on_gpu:
-                torch.cuda.set_device(devices.resolve(train.device, True))
+                torch.cuda.set_device(dev)
             dist.init_process_group("nccl" if on_gpu else "gloo")
             torch.set_num_threads(int(os.environ.get("ASRLAB_THREADS") or 1))
             try:
