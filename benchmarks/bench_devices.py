@@ -49,8 +49,9 @@ def matmul_rate(device: str, dtype: str, threads: int) -> float:
 
 
 def one(preset_name: str, device: str, precision: str, compiled: bool, steps: int,
-        threads: int) -> dict:
+        threads: int, torch_dropout: bool = False) -> dict:
     import torch
+    from torch import nn
     from torch.utils.flop_counter import FlopCounterMode
 
     from engine import devices
@@ -60,6 +61,11 @@ def one(preset_name: str, device: str, precision: str, compiled: bool, steps: in
     torch.manual_seed(0)
     dev = torch.device(device)
     model = build(preset(preset_name, vocab_size=256)).to(dev).train()
+    if torch_dropout:  # the baseline the lab's cheaper CPU dropout mask is measured against
+        for m in model.modules():
+            for name, child in m.named_children():
+                if isinstance(child, nn.Dropout):
+                    setattr(m, name, nn.Dropout(child.p))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     g = torch.Generator().manual_seed(0)
     b, t, u = 8, 500, 25
@@ -115,13 +121,15 @@ def main() -> None:
                     help="CUDA: also train and evaluate experiments/teacher.toml on the GPU")
     ap.add_argument("--one", nargs=4, metavar=("DEVICE", "PRECISION", "COMPILED", "PRESET"),
                     help=argparse.SUPPRESS)
+    ap.add_argument("--torch-dropout", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--rate", nargs=2, metavar=("DEVICE", "DTYPE"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.rate:
         print(json.dumps({"rate": matmul_rate(a.rate[0], a.rate[1], a.threads)}))
         return
     if a.one:
-        print(json.dumps(one(a.one[3], a.one[0], a.one[1], a.one[2] == "1", a.steps, a.threads)))
+        print(json.dumps(one(a.one[3], a.one[0], a.one[1], a.one[2] == "1", a.steps, a.threads,
+                             a.torch_dropout)))
         return
     from bench_data import report
 
@@ -167,6 +175,19 @@ def main() -> None:
                 f"the fp32 step; {r['flops'] / r['step_s'] / bound['fp32']:.0%} of the fp32 "
                 f"matmul bound ({r['flops'] / 1e9:.0f} GFLOP a step)"
                 + (f"; warm-up incl. compile {r['warmup_s']:.0f} s" if compiled else ""))))
+        if dev == "cpu":
+            # the lab's dropout mask against torch's, interleaved so that drift hits both alike
+            lab, tor = [], []
+            for _ in range(3):
+                for runs, extra in ((tor, ["--torch-dropout"]), (lab, [])):
+                    r = sub(["--one", dev, "fp32", "0", a.preset, *extra])
+                    if r and "error" not in r:
+                        runs.append(r["step_s"])
+            if lab and tor:
+                ml, mt = statistics.median(lab), statistics.median(tor)
+                rows.append((f"cpu: {a.preset} step, fp32, torch's nn.Dropout vs the lab's mask",
+                             f"{mt * 1000:.0f} ms vs {ml * 1000:.0f} ms ({mt / ml:.2f}x; medians "
+                             f"of {len(tor)} and {len(lab)} processes, interleaved)"))
     if "cuda" not in targets:
         rows.append(("cuda", "no CUDA device on this machine: CPU figures only"))
     elif a.recipe:

@@ -216,6 +216,9 @@ class _Stage(_Strict):
 
     resources: Resources | None = Field(None, description="cpus / gpus / memory on a Ray "
                                                           "cluster; not part of the identity")
+    seed: int | None = Field(None, ge=0, le=2**32 - 1,
+                             description="this stage's seed whatever the experiment's: a teacher "
+                                         "pinned so that a --grid seed=... sweep shares it")
 
     @model_validator(mode="before")
     @classmethod
@@ -494,6 +497,11 @@ class Experiment(_Strict):
         default_factory=dict, description="per stage kind, e.g. [resources.train] cpus = 4: "
                                           "what its stages ask of a Ray node")
     stages: list[Stage] = Field(min_length=1)
+
+    def seed_of(self, stage) -> int:
+        """The seed a stage runs with: its own ``seed`` where the file pins one, else the
+        experiment's."""
+        return self.seed if stage.seed is None else stage.seed
 
     @model_validator(mode="after")
     def _graph(self) -> "Experiment":

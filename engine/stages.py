@@ -390,7 +390,7 @@ def new_model(stage, ctx: Context) -> Transducer:
             cfg = replace(cfg, encoder=shared_encoder(cfg.encoder, m.share, m.physical_blocks))
         except ValueError as e:
             raise ValueError(f"{stage.name}: [stages.model] {e}") from None
-    torch.manual_seed(ctx.exp.seed)  # the initial weights depend on the seed alone
+    torch.manual_seed(ctx.exp.seed_of(stage))  # the initial weights depend on the seed alone
     model = build(cfg, stats)
     if stage.init_from:
         src, _ = load_model(ctx.model_of(stage.init_from), inference=False)
@@ -472,7 +472,7 @@ def fit(stage, ctx: Context, trained, out: Path | None = None, limits=None, step
         finally:
             shutil.rmtree(probe, ignore_errors=True)
 
-    trainer = Trainer(trained, cuts, tok, limits, out, seed=ctx.exp.seed,
+    trainer = Trainer(trained, cuts, tok, limits, out, seed=ctx.exp.seed_of(stage),
                       on_metrics=on_metrics, log=ctx.log, on_step=on_step)
     path = trainer.run()
     if bar is not None:

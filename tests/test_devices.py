@@ -153,3 +153,24 @@ def test_training_on_cuda_writes_a_checkpoint_any_device_loads(tiny, tiny_tok, t
                             device="cpu", precision="bf16")
     again.run()
     assert any("step 2" in l for l in lines)
+
+
+def test_a_stage_with_its_own_seed_keeps_its_identity_across_the_experiments_seed():
+    from engine.runner.graph import stage_hashes
+
+    def exp(seed, pinned):
+        e = _exp()
+        e["seed"] = seed
+        if pinned is not None:
+            e["stages"][0]["seed"] = pinned
+        return parse_experiment(e)
+
+    def model(seed, pinned):
+        return stage_hashes(exp(seed, pinned))["model"]
+
+    assert model(0, None) != model(1, None)
+    # pinned to 0: the same stage as an unpinned one in a seed-0 experiment, in any experiment
+    assert model(1, 0) == model(0, None) == model(5, 0)
+    assert model(0, 3) == model(3, None)
+    with pytest.raises(ConfigError, match="seed"):
+        exp(0, -1)

@@ -50,15 +50,17 @@ def stage_deps(exp: Experiment) -> dict[str, list[str]]:
 
 def stage_hashes(exp: Experiment) -> dict[str, str]:
     deps, out = stage_deps(exp), {}
-    common = {"data": exp.data.model_dump(mode="json", exclude_defaults=True), "seed": exp.seed}
+    data = exp.data.model_dump(mode="json", exclude_defaults=True)
     for st in exp.stages:
         # defaults left out: a setting added later with a default that keeps the old behaviour
         # does not change the identity of stages computed before it existed
         # where it runs is not what it computes: resources and the device stay out of the
         # identity (its precision stays in: bf16 computes something else)
         dumped = st.model_dump(mode="json", exclude_defaults=True,
-                               exclude={"resources": True, "device": True, "train": {"device"}})
-        key = {"stage": dumped, **common,
+                               exclude={"resources": True, "device": True, "train": {"device"},
+                                        "seed": True})
+        # the seed it runs with, pinned on the stage or the experiment's
+        key = {"stage": dumped, "data": data, "seed": exp.seed_of(st),
                "inputs": [out[d] for d in deps[st.name]]}
         key["recipe_version"] = RECIPE_VERSION  # the encoder's numerics or the recipe changed
         if st.kind == "export" and st.format == "sherpa-onnx":

@@ -105,3 +105,22 @@ def test_modules_shrink_themselves_into_smaller_dense_modules():
     rebuilt = build(model.config())
     rebuilt.load_state_dict(model.state_dict())
     torch.testing.assert_close(rebuilt.eval().encode(x, lens)[0], model.encode(x, lens)[0])
+
+
+def test_the_labs_dropout_drops_p_scales_the_rest_and_follows_the_seed():
+    from engine.models.conformer import Dropout
+
+    x = torch.ones(400, 500, requires_grad=True)
+    d = Dropout(0.1).train()
+    torch.manual_seed(7)
+    y = d(x)
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - 0.1) < 0.005  # 200,000 draws: 4 standard deviations is 0.0027
+    assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 1 / 0.9))
+    y.sum().backward()
+    assert torch.equal(x.grad, (y != 0).float() / 0.9)  # the gradient flows where it kept
+    torch.manual_seed(7)
+    assert torch.equal(d(x), y)  # the global generator: a checkpoint's RNG state resumes it
+    assert not torch.equal(d(x), y)
+    assert abs((Dropout(0.5).train()(x) == 0).float().mean().item() - 0.5) < 0.01
+    assert torch.equal(d.eval()(x), x)
