@@ -409,6 +409,8 @@ class EvaluateStage(_Stage):
     beam: int = Field(4, ge=1)
     streaming: bool = Field(False, description="decode chunk by chunk (streaming models only)")
     max_utterances: int | None = Field(None, ge=1)
+    accounting_utterances: int = Field(20, ge=1, description="utterances of each split that "
+                                                             "RTF and MACs are measured on")
     runtime: Literal["torch", "torch-int8", "sherpa-onnx", "onnxruntime"] = Field(
         "torch", description="torch: the lab's PyTorch decoder; torch-int8: PyTorch dynamic "
                              "int8; sherpa-onnx / onnxruntime: the sherpa-onnx export of the "

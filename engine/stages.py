@@ -613,10 +613,12 @@ def run_evaluate(stage: EvaluateStage, ctx: Context) -> dict:
             from engine.runtimes import evaluate_exported
 
             res = evaluate_exported(onnx_dir, ctx.corpus, split, stage.runtime, stage.int8,
-                                    stage.max_utterances)
+                                    stage.max_utterances,
+                                    accounting_utterances=stage.accounting_utterances)
         else:
             res = evaluate_model(model, tok, ctx.corpus, split, method, stage.beam,
                                  stage.max_utterances, artifact=Path(artifact),
+                                 accounting_utterances=stage.accounting_utterances,
                                  las_lambda=(meta.get("twopass") or {}).get("lambda"),
                                  # dynamic int8 runs on the CPU only
                                  device="cpu" if stage.runtime == "torch-int8" else stage.device)

@@ -162,11 +162,15 @@ class LayerMaps(nn.Module):
         return total / max(len(self.pairs), 1)
 
 
-def layer_pairs(student_blocks: int, teacher_blocks: int,
-                mapping: list[int] | None = None) -> list[tuple[int, int]]:
+def layer_pairs(student_blocks: int, teacher_blocks: int, mapping: list[int] | None = None,
+                student_reduce: int | None = None,
+                teacher_reduce: int | None = None) -> list[tuple[int, int]]:
     """(student block, teacher block) pairs: ``mapping[i]`` is the student block matched to
     teacher block i; by default each student block matches the teacher block at the same
-    relative depth (the last to the last)."""
+    relative depth (the last to the last). With a time reduction after block ``*_reduce`` in
+    both, the blocks up to it and those after it are matched apart, so that a pair always runs at
+    one frame rate (a shared 6-layer student against a 5-block teacher pairs its first two blocks
+    with the teacher's first two and its last four with the teacher's last three)."""
     if mapping is not None:
         if len(mapping) != teacher_blocks:
             raise ValueError(f"layer mapping has {len(mapping)} entries; the teacher has "
@@ -176,8 +180,17 @@ def layer_pairs(student_blocks: int, teacher_blocks: int,
             raise ValueError(f"layer mapping names student blocks {bad}; the student has "
                              f"{student_blocks} (use -1 to leave a teacher block unmatched)")
         return [(m, i) for i, m in enumerate(mapping) if m >= 0]
-    return [(s, round((s + 1) * teacher_blocks / student_blocks) - 1)
-            for s in range(student_blocks)]
+
+    def by_depth(s0: int, ns: int, t0: int, nt: int) -> list[tuple[int, int]]:
+        return [(s0 + s, t0 + max(0, round((s + 1) * nt / ns) - 1)) for s in range(ns)]
+
+    split = (student_reduce is not None and teacher_reduce is not None
+             and student_reduce + 1 < student_blocks and teacher_reduce + 1 < teacher_blocks)
+    if not split:
+        return by_depth(0, student_blocks, 0, teacher_blocks)
+    ns, nt = student_reduce + 1, teacher_reduce + 1
+    return (by_depth(0, ns, 0, nt)
+            + by_depth(ns, student_blocks - ns, nt, teacher_blocks - nt))
 
 
 # ----- the distiller: student + frozen teacher -> one loss ---------------------------------------
@@ -223,7 +236,8 @@ class Distiller(HoldsTeacher, nn.Module):
         if kd.layerwise_weight > 0:
             s_cfg, t_cfg = student.encoder.config(), teacher.encoder.config()
             s_dims, t_dims = [s_cfg.d_model] * s_cfg.n_layers, [t_cfg.d_model] * t_cfg.n_layers
-            self.maps = LayerMaps(layer_pairs(len(s_dims), len(t_dims), kd.layer_map),
+            self.maps = LayerMaps(layer_pairs(len(s_dims), len(t_dims), kd.layer_map,
+                                              s_cfg.reduce_after, t_cfg.reduce_after),
                                   s_dims, t_dims)
 
     @property

@@ -111,6 +111,13 @@ def test_gradients_are_finite_at_extreme_logits(kind):
 def test_layer_maps_start_as_the_identity_and_pairs_follow_depth():
     assert layer_pairs(3, 6) == [(0, 1), (1, 3), (2, 5)]
     assert layer_pairs(2, 3, [0, -1, 1]) == [(0, 0), (1, 2)]
+    # more student blocks than teacher blocks (a shared student): never teacher block -1
+    assert layer_pairs(6, 3) == [(0, 0), (1, 0), (2, 1), (3, 1), (4, 1), (5, 2)]
+    # a time reduction after block 1 in both: each pair runs at one frame rate
+    pairs = layer_pairs(6, 5, student_reduce=1, teacher_reduce=1)
+    assert pairs == [(0, 0), (1, 1), (2, 2), (3, 3), (4, 3), (5, 4)]
+    assert all((s > 1) == (t > 1) for s, t in pairs)
+    assert layer_pairs(3, 5, student_reduce=1, teacher_reduce=1) == [(0, 0), (1, 1), (2, 4)]
     with pytest.raises(ValueError, match="student has 2"):
         layer_pairs(2, 3, [0, 1, 2])
     maps = LayerMaps([(0, 0)], [8], [8])

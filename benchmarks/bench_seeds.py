@@ -1,0 +1,220 @@
+"""The five papers' claims, measured on one teacher: reads the seed sweep of
+``experiments/seeds.toml`` (``asrlab sweep experiments/seeds.toml --grid seed=0,1 --reuse``) from
+the store and reports, per claim, the paper's figure, the lab's figure with its paired-bootstrap
+interval on every seed and the spread between seeds, and a verdict.
+
+A difference between two arms (b - a, WER points on the same utterances) is called real only when
+every seed's 95% paired-bootstrap interval excludes zero on the same side *and* the mean
+difference is larger than the spread of the per-seed differences (max - min): the bootstrap covers
+the test utterances, the spread covers training noise. With one seed the spread is unmeasured
+and the verdict says so.
+
+Claims (test-clean; test-other beside where it matters):
+
+1. progressive KD (Rathod et al.): s3 by the chain vs s3 distilled directly vs from scratch; the
+   largest compression with no significant loss against the teacher (paper: > 60%);
+2. two-pass (Dawalatabad et al.): the student's second pass vs its first pass, its bytes against
+   the two-pass teacher's (paper: 55% smaller);
+3. sparse KD (Panchapagesan et al.): 3-way KD vs none at 60% and 90% sparsity (paper: 4.3% /
+   12.1% relative), full-vocabulary KD beside;
+4. L0 structured pruning (Jiang et al.): layerwise KD vs none at 50%; bytes, MACs and time
+   against the teacher (paper: 50% smaller, >= 28% less inference cost, within 5% relative);
+5. sharing + sparsity + int8 (Gao et al.): deployed sherpa-onnx bytes against the teacher's fp32
+   files and WER within 5% relative (target >= 10x).
+
+``python benchmarks/bench_seeds.py [--sweep SWEEP_ID | --runs RUN_ID ...] [--dry]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_data import report  # noqa: E402
+
+from engine.evaluate import (UtteranceResult, corpus_wer, paired_bootstrap,  # noqa: E402
+                             score_utterance)
+from engine.stages import lab_home  # noqa: E402
+from engine.store import read  # noqa: E402
+
+SPLITS = ("test-clean", "test-other")
+
+
+def pick_runs(db: Path, sweep: str | None, runs: list[str] | None) -> list[dict]:
+    """The runs to read, each {run_id, seed}, by seed: ``runs``, else the sweep's, else the
+    newest sweep of the experiment named "seeds"."""
+    if runs:
+        got = read(db, f"SELECT run_id, seed FROM runs WHERE run_id IN "
+                       f"({', '.join('?' * len(runs))}) ORDER BY seed", runs)
+        missing = set(runs) - {r["run_id"] for r in got}
+        if missing:
+            sys.exit(f"no run {sorted(missing)[0]} in {db}")
+        return got
+    if sweep is None:
+        newest = read(db, """SELECT sweep_id FROM runs WHERE name = 'seeds' AND sweep_id IS NOT NULL
+                             ORDER BY created DESC LIMIT 1""")
+        if not newest:
+            sys.exit(f"no sweep of experiments/seeds.toml in {db}: run `asrlab sweep "
+                     f"experiments/seeds.toml --grid seed=0,1 --reuse` first")
+        sweep = newest[0]["sweep_id"]
+    got = read(db, "SELECT run_id, seed FROM runs WHERE sweep_id = ? ORDER BY seed", [sweep])
+    if not got:
+        sys.exit(f"no run in sweep {sweep}")
+    return got
+
+
+class Run:
+    """One run's final evaluations, by evaluate stage and split, wherever they were computed
+    (a reused stage's rows are under the run that computed it)."""
+
+    def __init__(self, db: Path, run_id: str, seed: int) -> None:
+        self.db, self.run_id, self.seed = db, run_id, seed
+        rows = read(db, """
+            WITH src AS (
+                SELECT name, coalesce(split_part(reused_from, '/', 1), run_id) AS src_run,
+                       coalesce(split_part(reused_from, '/', 2), name) AS src_stage
+                FROM stages WHERE run_id = ? AND kind = 'evaluate' AND state = 'done')
+            SELECT src.name AS eval_stage, src.src_run, src.src_stage, e.split, e.wer, e.wer_lo,
+                   e.wer_hi, e.bytes, e.params, e.nonzero_params, e.macs_per_second, e.rtf,
+                   e.utterances, e.summary
+            FROM src JOIN evals e ON e.run_id = src.src_run AND e.stage = src.src_stage""",
+                    [run_id])
+        self.evals = {(r["eval_stage"], r["split"]): r for r in rows}
+
+    def has(self, stage: str, split: str) -> bool:
+        return (stage, split) in self.evals
+
+    def utterances(self, stage: str, split: str, first_pass: bool = False) -> list:
+        r = self.evals[(stage, split)]
+        rows = read(self.db, """SELECT cut_id, reference, hypothesis, ref_words, substitutions,
+                                       deletions, insertions, nbest FROM hyps
+                                WHERE run_id = ? AND stage = ? AND split = ? ORDER BY cut_id""",
+                    [r["src_run"], r["src_stage"], split])
+        if first_pass:  # the top of the first pass's n-best, before the LAS rescored it
+            return [score_utterance(h["cut_id"], h["reference"],
+                                    json.loads(h["nbest"])["list"][0]["text"])
+                    for h in rows if h["nbest"]]
+        return [UtteranceResult(**{k: h[k] for k in h if k != "nbest"}) for h in rows]
+
+
+def compare(runs: list[Run], a: str, b: str, split: str, a_first: bool = False,
+            b_first: bool = False) -> dict | None:
+    """b - a on every seed that has both: per-seed deltas with intervals, the mean, the spread
+    and the verdict."""
+    per = []
+    for r in runs:
+        if not (r.has(a, split) and r.has(b, split)):
+            continue
+        ua, ub = r.utterances(a, split, a_first), r.utterances(b, split, b_first)
+        if not ua or not ub:
+            continue
+        d = paired_bootstrap(ua, ub)
+        per.append({"seed": r.seed, "delta": d["delta"], "ci": d["ci"],
+                    "a": corpus_wer(ua), "b": corpus_wer(ub)})
+    if not per:
+        return None
+    mean = statistics.mean(p["delta"] for p in per)
+    spread = max(p["delta"] for p in per) - min(p["delta"] for p in per) if len(per) > 1 else None
+    below = all(p["ci"][1] < 0 for p in per)
+    above = all(p["ci"][0] > 0 for p in per)
+    if not (below or above):
+        verdict = "no significant difference"
+    elif spread is None:
+        verdict = f"{'better' if below else 'worse'} on one seed (seed spread unmeasured)"
+    elif abs(mean) > spread:
+        verdict = "better" if below else "worse"
+    else:
+        verdict = "within the seed spread"
+    return {"per": per, "mean": mean, "spread": spread, "verdict": verdict,
+            "a": statistics.mean(p["a"] for p in per), "b": statistics.mean(p["b"] for p in per)}
+
+
+def fmt(c: dict | None) -> str:
+    if c is None:
+        return "not measured yet (the stages have not finished)"
+    seeds = "; ".join(f"seed {p['seed']}: {p['delta']:+.1f} [{p['ci'][0]:+.1f}, {p['ci'][1]:+.1f}]"
+                      for p in c["per"])
+    spread = (f", seed spread {c['spread']:.1f}" if c["spread"] is not None else "")
+    rel = f", {c['mean'] / c['a']:+.1%} relative" if c["a"] else ""
+    return (f"{c['a']:.1f}% -> {c['b']:.1f}%: {c['mean']:+.1f} points{rel} ({seeds}{spread}): "
+            f"**{c['verdict']}**")
+
+
+def size(runs: list[Run], model: str, base: str, split: str = "test-clean") -> str:
+    r = next((r for r in runs if r.has(model, split) and r.has(base, split)), None)
+    if r is None:
+        return "not measured yet"
+    m, t = r.evals[(model, split)], r.evals[(base, split)]
+    return (f"{m['bytes']:,} against {t['bytes']:,} bytes ({1 - m['bytes'] / t['bytes']:.0%} "
+            f"fewer, {t['bytes'] / m['bytes']:.1f}x), {m['macs_per_second'] / 1e6:.1f} against "
+            f"{t['macs_per_second'] / 1e6:.1f} M MACs/s "
+            f"({1 - m['macs_per_second'] / t['macs_per_second']:.0%} fewer), RTF {m['rtf']:.4f} "
+            f"against {t['rtf']:.4f} at one thread")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sweep")
+    ap.add_argument("--runs", nargs="+")
+    ap.add_argument("--dry", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    a = ap.parse_args()
+    db = lab_home() / "lab.duckdb"
+    picked = pick_runs(db, a.sweep, a.runs)
+    runs = [Run(db, r["run_id"], r["seed"]) for r in picked]
+    rows = [("runs", ", ".join(f"{r.run_id} (seed {r.seed})" for r in runs))]
+    for split in SPLITS:
+        for r in runs[:1]:
+            for (stage, sp), e in sorted(r.evals.items()):
+                if sp == split:
+                    rows.append((f"{split}: {stage} (seed {r.seed})",
+                                 f"WER {e['wer']:.1f}% [{e['wer_lo']:.1f}, {e['wer_hi']:.1f}], "
+                                 f"{e['params']:,} params, {e['bytes']:,} bytes, "
+                                 f"{(e['macs_per_second'] or 0) / 1e6:.1f} M MACs/s, "
+                                 f"{e['utterances']} utterances"))
+    claims = [
+        ("1. progressive: s3 by the chain - s3 distilled directly", "eval-s3-direct", "eval-s3"),
+        ("1. progressive: s3 by the chain - s3 from scratch", "eval-s3-scratch", "eval-s3"),
+        ("1. progressive: s3 distilled directly - s3 from scratch", "eval-s3-scratch",
+         "eval-s3-direct"),
+        ("1. progressive: s3 by the chain - the teacher", "eval", "eval-s3"),
+        ("1. progressive: s2 by the chain - the teacher", "eval", "eval-s2"),
+        ("3. sparse 60%: 3-way KD - no KD", "eval-sparse-60", "eval-sparse-60-kd"),
+        ("3. sparse 90%: 3-way KD - no KD", "eval-sparse-90", "eval-sparse-90-kd"),
+        ("3. sparse 60%: full KD - 3-way KD", "eval-sparse-60-kd", "eval-sparse-60-fullkd"),
+        ("3. sparse 90%: full KD - 3-way KD", "eval-sparse-90-kd", "eval-sparse-90-fullkd"),
+        ("4. L0 50%: layerwise KD - none", "eval-l0-50", "eval-l0-50-kd"),
+        ("4. L0 50% with layerwise KD - the teacher", "eval", "eval-l0-50-kd"),
+    ]
+    for split in SPLITS:
+        for name, base, other in claims:
+            rows.append((f"{split}: {name}", fmt(compare(runs, base, other, split))))
+        rows.append((f"{split}: 2. two-pass: s3-deep second pass - its first pass",
+                     fmt(compare(runs, "eval-s3-deep", "eval-s3-deep", split, a_first=True))))
+        rows.append((f"{split}: 2. two-pass: s3-deep second pass - the teacher's second pass",
+                     fmt(compare(runs, "eval-teacher-las", "eval-s3-deep", split))))
+    rows.append(("sizes: s3 against the teacher", size(runs, "eval-s3", "eval")))
+    rows.append(("sizes: s2 against the teacher", size(runs, "eval-s2", "eval")))
+    rows.append(("sizes: s3-deep (two-pass) against teacher-las (two-pass)",
+                 size(runs, "eval-s3-deep", "eval-teacher-las")))
+    rows.append(("sizes: L0 50% with KD against the teacher", size(runs, "eval-l0-50-kd", "eval")))
+    rows.append(("5. sharing + L0 + int8: deployed sherpa-onnx files against the teacher's fp32",
+                 size(runs, "eval-share3-l0-sherpa-int8", "eval-teacher-sherpa")))
+    rows.append(("test-clean: 5. sharing + L0 + int8 (sherpa-onnx) - the teacher (sherpa-onnx fp32)",
+                 fmt(compare(runs, "eval-teacher-sherpa", "eval-share3-l0-sherpa-int8",
+                             "test-clean"))))
+    for k, v in rows:
+        print(f"{k}: {v}")
+    if not a.dry:
+        report("The five papers on one teacher (experiments/seeds.toml)",
+               "`benchmarks/bench_seeds.py`", rows)
+
+
+if __name__ == "__main__":
+    main()

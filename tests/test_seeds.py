@@ -1,0 +1,82 @@
+"""experiments/seeds.toml, the five papers from one teacher, and its tiny twin: the twin has the
+same graph (stage names, kinds, inputs, pinned seeds, what each method does), a seed sweep shares
+the teacher and retrains every headline arm, and the twin runs end to end on the session's tiny
+corpus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.config import load_experiment, parse_experiment, stage_inputs
+from engine.runner.graph import stage_hashes
+from engine.stages import run_experiment
+
+ROOT = Path(__file__).resolve().parents[1]
+HEADLINE_ARMS = ["s1", "s2", "s3", "s3-direct", "s3-scratch", "sparse-60", "sparse-60-kd",
+                 "sparse-90", "sparse-90-kd", "l0-50", "l0-50-kd"]
+
+
+def _graph(exp) -> list[tuple]:
+    """What makes the experiment the same study at any size."""
+    out = []
+    for st in exp.stages:
+        what = {}
+        for table, keys in (("model", ("blocks", "share", "physical_blocks")),
+                            ("kd", ("loss", "layerwise_weight")),
+                            ("prune", ("sparsity", "target"))):
+            t = getattr(st, table, None)
+            if t is not None:
+                what |= {f"{table}.{k}": getattr(t, k) for k in keys if hasattr(t, k)}
+        for k in ("format", "int8", "sensitivity", "runtime"):
+            if hasattr(st, k):
+                what[k] = getattr(st, k)
+        out.append((st.kind, st.name, tuple(stage_inputs(st)), st.seed, what))
+    return out
+
+
+def test_the_tiny_twin_has_the_graph_of_seeds_toml():
+    big = load_experiment(ROOT / "experiments" / "seeds.toml")
+    tiny = load_experiment(ROOT / "experiments" / "tiny_seeds.toml")
+    assert _graph(tiny) == _graph(big)
+    assert big.data.corpus == "builtin:full" and tiny.data.corpus == "builtin:tiny"
+
+
+def test_a_seed_sweep_shares_the_teacher_and_retrains_every_headline_arm():
+    exp = load_experiment(ROOT / "experiments" / "seeds.toml")
+    h0 = stage_hashes(exp)
+    h1 = stage_hashes(exp.model_copy(update={"seed": 1}))
+    for name in ("teacher", "eval", "teacher-las", "share3", "sparse-60-fullkd"):
+        assert h0[name] == h1[name], name  # pinned: computed once for the whole sweep
+    for name in HEADLINE_ARMS:
+        assert h0[name] != h1[name], name  # each seed trains its own
+
+
+@pytest.fixture(scope="module")
+def twin(tiny, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny_seeds")
+    exp = load_experiment(ROOT / "experiments" / "tiny_seeds.toml").model_dump()
+    exp["data"]["corpus"] = str(tiny)
+    exp = parse_experiment(exp)
+    return exp, run_experiment(exp, out, progress=False, log=lambda s: None)
+
+
+def test_the_tiny_twin_runs_every_method_end_to_end(twin):
+    from engine.checkpoint import load_model
+    from engine.compress.prune_l0 import prunable_params
+
+    exp, outputs = twin
+    assert set(outputs) == {st.name for st in exp.stages}
+    # 4: L0 left a real smaller dense model
+    base, _ = load_model(outputs["teacher"]["model"], inference=False)
+    small, _ = load_model(outputs["l0-50-kd"]["model"], inference=False)
+    assert prunable_params(small) < prunable_params(base)
+    # 3: the sparse students are as sparse as asked
+    assert outputs["sparse-90-kd"]["sparsity"] == pytest.approx(0.9, abs=0.01)
+    # 2: the two-pass student rescored its first pass with its own LAS
+    assert outputs["eval-s3-deep"]["results"]["test-clean"].get("nbest")
+    # 5: the shared, pruned student's int8 files are smaller than the teacher's fp32 ones
+    shared = outputs["eval-share3-l0-sherpa-int8"]["results"]["test-clean"]["bytes"]
+    teacher = outputs["eval-teacher-sherpa"]["results"]["test-clean"]["bytes"]
+    assert shared < teacher
