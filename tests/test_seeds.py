@@ -29,7 +29,7 @@ def _graph(exp) -> list[tuple]:
             t = getattr(st, table, None)
             if t is not None:
                 what |= {f"{table}.{k}": getattr(t, k) for k in keys if hasattr(t, k)}
-        for k in ("format", "int8", "sensitivity", "runtime"):
+        for k in ("format", "int8", "runtime"):
             if hasattr(st, k):
                 what[k] = getattr(st, k)
         out.append((st.kind, st.name, tuple(stage_inputs(st)), st.seed, what))

@@ -480,9 +480,11 @@ class Supervisor:
                 if ray_run:
                     self.launch_ray(key)
                     continue
-                if running + len(ready) >= self.workers:
-                    continue
                 ready.append(key)
+        # results first: an export or evaluation that can run goes ahead of the next training
+        # stage (minutes against an hour), so a long run shows its models' WERs as they finish
+        ready.sort(key=lambda k: self.stages[k]["kind"] not in ("export", "evaluate"))
+        ready = ready[:max(self.workers - running, 0)]
         for key, threads in self._share_cores(ready):
             self.launch(key, threads)
 

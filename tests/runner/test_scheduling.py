@@ -42,6 +42,25 @@ def test_no_stage_starts_on_a_core_another_holds():
         (("r", "a"), 1)]
 
 
+def test_a_ready_evaluation_goes_ahead_of_the_next_training_stage():
+    s = sup(2, 1)
+    s.runs = {"r": {"created": 0, "executor": "local", "sweep_id": None, "reuse": False}}
+    names = [("teacher", "train", "done", []), ("student", "distill", "queued", ["teacher"]),
+             ("pruned", "prune_l0", "queued", ["teacher"]),
+             ("eval-teacher", "evaluate", "queued", ["teacher"])]
+    s.stages = {("r", n): {"kind": k, "state": st, "deps": d, "stage_hash": n, "reused_from": None}
+                for n, k, st, d in names}
+    s.by_run, s.active = {"r": [("r", n) for n, *_ in names]}, {"r"}
+    started = []
+    s.launch = lambda key, threads=None: started.append((key[1], threads))
+    s.schedule()
+    assert started == [("eval-teacher", 2)]  # one worker: the result first, on every core
+    s.workers = 2
+    started.clear()
+    s.schedule()
+    assert started == [("eval-teacher", 1), ("student", 1)]  # then training, in file order
+
+
 @pytest.fixture()
 def lab(tmp_path, monkeypatch, tiny):
     home = tmp_path / "lab"
