@@ -108,18 +108,30 @@ def compare(runs: list[Run], a: str, b: str, split: str, a_first: bool = False,
             b_first: bool = False) -> dict | None:
     """b - a on every seed that has both: per-seed deltas with intervals, the mean, the spread
     and the verdict."""
-    per = []
+    per, seen, sources = [], set(), {"a": set(), "b": set()}
     for r in runs:
         if not (r.has(a, split) and r.has(b, split)):
             continue
-        ua, ub = r.utterances(a, split, a_first), r.utterances(b, split, b_first)
-        if not ua or not ub:
+        src_a = (r.evals[(a, split)]["src_run"], r.evals[(a, split)]["src_stage"])
+        src_b = (r.evals[(b, split)]["src_run"], r.evals[(b, split)]["src_stage"])
+        if (src_a, src_b) in seen:  # both arms pinned: the same evaluations under every run
             continue
+        seen.add((src_a, src_b))
+        ua, ub = r.utterances(a, split, a_first), r.utterances(b, split, b_first)
+        common = {u.cut_id for u in ua} & {u.cut_id for u in ub}
+        ua = [u for u in ua if u.cut_id in common]
+        ub = [u for u in ub if u.cut_id in common]
+        if not common:
+            continue
+        sources["a"].add(src_a)
+        sources["b"].add(src_b)
         d = paired_bootstrap(ua, ub)
         per.append({"seed": r.seed, "delta": d["delta"], "ci": d["ci"],
                     "a": corpus_wer(ua), "b": corpus_wer(ub)})
     if not per:
         return None
+    # an arm pinned to one seed (the teacher, full KD) adds no training noise of its own
+    shared = [arm for arm in ("a", "b") if len(per) > 1 and len(sources[arm]) == 1]
     mean = statistics.mean(p["delta"] for p in per)
     spread = max(p["delta"] for p in per) - min(p["delta"] for p in per) if len(per) > 1 else None
     below = all(p["ci"][1] < 0 for p in per)
@@ -132,7 +144,7 @@ def compare(runs: list[Run], a: str, b: str, split: str, a_first: bool = False,
         verdict = "better" if below else "worse"
     else:
         verdict = "within the seed spread"
-    return {"per": per, "mean": mean, "spread": spread, "verdict": verdict,
+    return {"per": per, "mean": mean, "spread": spread, "verdict": verdict, "shared": shared,
             "a": statistics.mean(p["a"] for p in per), "b": statistics.mean(p["b"] for p in per)}
 
 
@@ -142,6 +154,8 @@ def fmt(c: dict | None) -> str:
     seeds = "; ".join(f"seed {p['seed']}: {p['delta']:+.1f} [{p['ci'][0]:+.1f}, {p['ci'][1]:+.1f}]"
                       for p in c["per"])
     spread = (f", seed spread {c['spread']:.1f}" if c["spread"] is not None else "")
+    if c["shared"]:
+        spread += " (one arm on one seed: the spread is the other arm's)"
     rel = f", {c['mean'] / c['a']:+.1%} relative" if c["a"] else ""
     return (f"{c['a']:.1f}% -> {c['b']:.1f}%: {c['mean']:+.1f} points{rel} ({seeds}{spread}): "
             f"**{c['verdict']}**")
@@ -178,6 +192,25 @@ def main() -> None:
                                  f"{e['params']:,} params, {e['bytes']:,} bytes, "
                                  f"{(e['macs_per_second'] or 0) / 1e6:.1f} M MACs/s, "
                                  f"{e['utterances']} utterances"))
+    # the horizon: each student's dev probes (every 500 updates) on every seed
+    shown: set = set()
+    for r in runs:
+        probes = read(db, """
+            WITH src AS (
+                SELECT name, position, coalesce(split_part(reused_from, '/', 1), run_id) AS src_run,
+                       coalesce(split_part(reused_from, '/', 2), name) AS src_stage
+                FROM stages WHERE run_id = ? AND kind NOT IN ('evaluate', 'export'))
+            SELECT src.name AS stage, src.src_run, e.step, e.wer FROM src JOIN evals e
+                ON e.run_id = src.src_run AND e.stage = src.src_stage
+            WHERE e.split = 'dev' ORDER BY src.position, e.step""", [r.run_id])
+        curves: dict[str, list[str]] = {}
+        for p in probes:
+            if (p["src_run"], p["stage"]) in shown:  # a pinned stage: once, not per seed
+                continue
+            curves.setdefault(p["stage"], []).append(f"{p['step']}: {p['wer']:.1f}")
+        shown |= {(p["src_run"], p["stage"]) for p in probes}
+        for stage, points in curves.items():
+            rows.append((f"dev WER by update: {stage} (seed {r.seed})", ", ".join(points)))
     claims = [
         ("1. progressive: s3 by the chain - s3 distilled directly", "eval-s3-direct", "eval-s3"),
         ("1. progressive: s3 by the chain - s3 from scratch", "eval-s3-scratch", "eval-s3"),

@@ -679,6 +679,13 @@ STAGE_KINDS = {"train": run_train, "distill": run_distill, "evaluate": run_evalu
                "las_distill": run_las_distill, "finetune": run_finetune}
 
 
+def run_stage(stage, ctx: Context) -> dict:
+    """One stage, its random draws starting from its seed: whatever it draws before training
+    (L0 gates, a LAS head, a model's initial weights) differs between the seeds of a sweep."""
+    torch.manual_seed(ctx.exp.seed_of(stage))
+    return STAGE_KINDS[stage.kind](stage, ctx)
+
+
 def run_experiment(exp: Experiment, out: Path, progress: bool = True,
                    log: Callable[[str], None] = print) -> dict[str, dict]:
     """Run every stage in order (in this process, for now); returns each stage's outputs."""
@@ -687,7 +694,7 @@ def run_experiment(exp: Experiment, out: Path, progress: bool = True,
     write_json_atomic(ctx.out / "experiment.json", exp.model_dump(mode="json"))
     for st in exp.stages:
         t0 = time.perf_counter()
-        ctx.outputs[st.name] = STAGE_KINDS[st.kind](st, ctx)
+        ctx.outputs[st.name] = run_stage(st, ctx)
         ctx.outputs[st.name]["seconds"] = round(time.perf_counter() - t0, 1)
         write_json_atomic(ctx.out / "outputs.json", ctx.outputs)
     return ctx.outputs

@@ -168,9 +168,9 @@ def layer_pairs(student_blocks: int, teacher_blocks: int, mapping: list[int] | N
     """(student block, teacher block) pairs: ``mapping[i]`` is the student block matched to
     teacher block i; by default each student block matches the teacher block at the same
     relative depth (the last to the last). With a time reduction after block ``*_reduce`` in
-    both, the blocks up to it and those after it are matched apart, so that a pair always runs at
-    one frame rate (a shared 6-layer student against a 5-block teacher pairs its first two blocks
-    with the teacher's first two and its last four with the teacher's last three)."""
+    both, where those pairs would mix the two frame rates, the blocks up to it and those after it
+    are matched apart (a shared 6-layer student against a 5-block teacher pairs its first two
+    blocks with the teacher's first two and its last four with the teacher's last three)."""
     if mapping is not None:
         if len(mapping) != teacher_blocks:
             raise ValueError(f"layer mapping has {len(mapping)} entries; the teacher has "
@@ -184,10 +184,11 @@ def layer_pairs(student_blocks: int, teacher_blocks: int, mapping: list[int] | N
     def by_depth(s0: int, ns: int, t0: int, nt: int) -> list[tuple[int, int]]:
         return [(s0 + s, t0 + max(0, round((s + 1) * nt / ns) - 1)) for s in range(ns)]
 
+    whole = by_depth(0, student_blocks, 0, teacher_blocks)
     split = (student_reduce is not None and teacher_reduce is not None
              and student_reduce + 1 < student_blocks and teacher_reduce + 1 < teacher_blocks)
-    if not split:
-        return by_depth(0, student_blocks, 0, teacher_blocks)
+    if not split or all((s > student_reduce) == (t > teacher_reduce) for s, t in whole):
+        return whole  # the pairs by depth over the whole encoder already keep to one rate
     ns, nt = student_reduce + 1, teacher_reduce + 1
     return (by_depth(0, ns, 0, nt)
             + by_depth(ns, student_blocks - ns, nt, teacher_blocks - nt))

@@ -152,12 +152,13 @@ class Dropout(nn.Dropout):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0 or x.device.type != "cpu" or self.inplace:
             return super().forward(x)
-        if self.p == 1.0:
+        dropped = round(self.p * 65536)  # of 65,536 values of a 16-bit draw
+        if dropped >= 65536:
             return x * 0.0
         n = x.numel()
         bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-2 ** 63, 2 ** 63 - 1)
-        keep = bits.view(torch.int16)[:n].view(x.shape) >= round(self.p * 65536) - 32768
-        return _MaskedScale.apply(x, keep, 1.0 / (1.0 - self.p))
+        keep = bits.view(torch.int16)[:n].view(x.shape) >= dropped - 32768
+        return _MaskedScale.apply(x, keep, 65536 / (65536 - dropped))
 
 
 class FeedForward(nn.Module):

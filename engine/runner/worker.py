@@ -122,7 +122,7 @@ def main(argv: list[str]) -> int:
 
         from engine.config import parse_experiment
         from engine.data.corpus import write_json_atomic
-        from engine.stages import STAGE_KINDS, Context
+        from engine.stages import Context, run_stage
 
         if os.environ.get("ASRLAB_THREADS"):
             torch.set_num_threads(int(os.environ["ASRLAB_THREADS"]))
@@ -153,7 +153,7 @@ def main(argv: list[str]) -> int:
             dist.init_process_group("nccl" if on_gpu else "gloo")
             torch.set_num_threads(int(os.environ.get("ASRLAB_THREADS") or 1))
             try:
-                outputs = STAGE_KINDS[stage.kind](stage, ctx)
+                outputs = run_stage(stage, ctx)
                 if rank == 0:  # the launcher reports it done
                     write_json_atomic(run_dir / name / "outputs.json", outputs)
             finally:
@@ -165,7 +165,7 @@ def main(argv: list[str]) -> int:
             if outputs is None:  # another node of the stage: node 0 reports
                 return 0
         else:
-            outputs = STAGE_KINDS[stage.kind](stage, ctx)
+            outputs = run_stage(stage, ctx)
         (run_dir / name).mkdir(parents=True, exist_ok=True)
         write_json_atomic(run_dir / name / "outputs.json", outputs)
         spool.emit("state", state="done", outputs=outputs)

@@ -118,6 +118,8 @@ def test_layer_maps_start_as_the_identity_and_pairs_follow_depth():
     assert pairs == [(0, 0), (1, 1), (2, 2), (3, 3), (4, 3), (5, 4)]
     assert all((s > 1) == (t > 1) for s, t in pairs)
     assert layer_pairs(3, 5, student_reduce=1, teacher_reduce=1) == [(0, 0), (1, 1), (2, 4)]
+    # where the pairs by depth keep to one rate already, they stay what they were
+    assert layer_pairs(5, 6, student_reduce=1, teacher_reduce=1) == layer_pairs(5, 6)
     with pytest.raises(ValueError, match="student has 2"):
         layer_pairs(2, 3, [0, 1, 2])
     maps = LayerMaps([(0, 0)], [8], [8])

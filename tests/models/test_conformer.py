@@ -116,11 +116,13 @@ def test_the_labs_dropout_drops_p_scales_the_rest_and_follows_the_seed():
     y = d(x)
     dropped = (y == 0).float().mean().item()
     assert abs(dropped - 0.1) < 0.005  # 200,000 draws: 4 standard deviations is 0.0027
-    assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 1 / 0.9))
+    scale = 65536 / (65536 - round(0.1 * 65536))  # 1 / P(keep): unbiased, p on a 1/65,536 grid
+    assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], scale))
     y.sum().backward()
-    assert torch.equal(x.grad, (y != 0).float() / 0.9)  # the gradient flows where it kept
+    assert torch.allclose(x.grad, (y != 0).float() * scale)  # the gradient flows where it kept
     torch.manual_seed(7)
     assert torch.equal(d(x), y)  # the global generator: a checkpoint's RNG state resumes it
     assert not torch.equal(d(x), y)
     assert abs((Dropout(0.5).train()(x) == 0).float().mean().item() - 0.5) < 0.01
     assert torch.equal(d.eval()(x), x)
+    assert Dropout(0.999995).train()(x).abs().sum() == 0  # rounds to "drop all", never to "keep all"
