@@ -32,7 +32,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # bumped when what a stage computes changes under the same config (2: padding no longer leaks
 # through the time reduction, buckets from every cut, cosine learning rate by default), so
-# ``--reuse`` never hands back a model the current code would not have made
+# ``--reuse`` never hands back a model the current code would not have made. Not bumped for a
+# change of random stream alone (the CPU dropout's mask, 2026-12-05): the same recipe draws
+# other masks, as another seed would, and computes a model of the same distribution
 RECIPE_VERSION = 2
 
 
