@@ -237,6 +237,11 @@ def main() -> None:
     rows.append(("sizes: s3-deep (two-pass) against teacher-las (two-pass)",
                  size(runs, "eval-s3-deep", "eval-teacher-las")))
     rows.append(("sizes: L0 50% with KD against the teacher", size(runs, "eval-l0-50-kd", "eval")))
+    rows.append(("5. the teacher in int8 against fp32 (sherpa-onnx files)",
+                 size(runs, "eval-teacher-sherpa-int8", "eval-teacher-sherpa")))
+    rows.append(("test-clean: 5. the teacher in int8 - fp32 (sherpa-onnx)",
+                 fmt(compare(runs, "eval-teacher-sherpa", "eval-teacher-sherpa-int8",
+                             "test-clean"))))
     rows.append(("5. sharing + L0 + int8: deployed sherpa-onnx files against the teacher's fp32",
                  size(runs, "eval-share3-l0-sherpa-int8", "eval-teacher-sherpa")))
     rows.append(("test-clean: 5. sharing + L0 + int8 (sherpa-onnx) - the teacher (sherpa-onnx fp32)",
