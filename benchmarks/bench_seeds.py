@@ -45,6 +45,10 @@ from engine.stages import lab_home  # noqa: E402
 from engine.store import read  # noqa: E402
 
 SPLITS = ("test-clean", "test-other")
+# a run's stages and where each was computed: a stage reused from another run has its rows there
+SOURCES = """SELECT name, position, coalesce(split_part(reused_from, '/', 1), run_id) AS src_run,
+                    coalesce(split_part(reused_from, '/', 2), name) AS src_stage
+             FROM stages WHERE run_id = ?"""
 
 
 def pick_runs(db: Path, sweep: str | None, runs: list[str] | None) -> list[dict]:
@@ -76,22 +80,26 @@ class Run:
 
     def __init__(self, db: Path, run_id: str, seed: int) -> None:
         self.db, self.run_id, self.seed = db, run_id, seed
-        rows = read(db, """
-            WITH src AS (
-                SELECT name, coalesce(split_part(reused_from, '/', 1), run_id) AS src_run,
-                       coalesce(split_part(reused_from, '/', 2), name) AS src_stage
-                FROM stages WHERE run_id = ? AND kind = 'evaluate' AND state = 'done')
+        rows = read(db, f"""
+            WITH src AS ({SOURCES} AND kind = 'evaluate' AND state = 'done')
             SELECT src.name AS eval_stage, src.src_run, src.src_stage, e.split, e.wer, e.wer_lo,
                    e.wer_hi, e.bytes, e.params, e.nonzero_params, e.macs_per_second, e.rtf,
                    e.utterances, e.summary
             FROM src JOIN evals e ON e.run_id = src.src_run AND e.stage = src.src_stage""",
                     [run_id])
         self.evals = {(r["eval_stage"], r["split"]): r for r in rows}
+        self._utts: dict[tuple, list] = {}
 
     def has(self, stage: str, split: str) -> bool:
         return (stage, split) in self.evals
 
     def utterances(self, stage: str, split: str, first_pass: bool = False) -> list:
+        key = (stage, split, first_pass)  # an evaluation enters several comparisons
+        if key not in self._utts:
+            self._utts[key] = self._read_utterances(stage, split, first_pass)
+        return self._utts[key]
+
+    def _read_utterances(self, stage: str, split: str, first_pass: bool) -> list:
         r = self.evals[(stage, split)]
         rows = read(self.db, """SELECT cut_id, reference, hypothesis, ref_words, substitutions,
                                        deletions, insertions, nbest FROM hyps
@@ -195,11 +203,8 @@ def main() -> None:
     # the horizon: each student's dev probes (every 500 updates) on every seed
     shown: set = set()
     for r in runs:
-        probes = read(db, """
-            WITH src AS (
-                SELECT name, position, coalesce(split_part(reused_from, '/', 1), run_id) AS src_run,
-                       coalesce(split_part(reused_from, '/', 2), name) AS src_stage
-                FROM stages WHERE run_id = ? AND kind NOT IN ('evaluate', 'export'))
+        probes = read(db, f"""
+            WITH src AS ({SOURCES} AND kind NOT IN ('evaluate', 'export'))
             SELECT src.name AS stage, src.src_run, e.step, e.wer FROM src JOIN evals e
                 ON e.run_id = src.src_run AND e.stage = src.src_stage
             WHERE e.split = 'dev' ORDER BY src.position, e.step""", [r.run_id])

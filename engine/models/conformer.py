@@ -123,7 +123,7 @@ class RotaryEmbedding(nn.Module):
 
 
 class _MaskedScale(torch.autograd.Function):
-    """x * mask / (1 - p), keeping only the boolean mask for the backward pass."""
+    """x * mask * scale, keeping only the boolean mask for the backward pass."""
 
     @staticmethod
     def forward(ctx, x: Tensor, mask: Tensor, scale: float) -> Tensor:
@@ -141,7 +141,7 @@ class Dropout(nn.Dropout):
     """``nn.Dropout`` with a cheaper mask on the CPU.
 
     On the CPU, ``F.dropout`` draws one Bernoulli sample per element, which took 14% of the
-    teacher's training step (BENCHMARKS.md, "Training step on every device"). Here the mask comes
+    teacher's training step (BENCHMARKS.md, "Devices and precision"). Here the mask comes
     from 16 random bits per element, drawn four at a time from 64-bit integers (``p`` rounded to
     1/65,536), and only the boolean mask is kept for backward (F.dropout keeps a float mask): 43%
     less time for forward + backward on a (8, 125, 768) tensor at two threads. The generator is

@@ -55,9 +55,8 @@ def _node_rank() -> int:
 def _torchrun(stage, run_dir: Path, name: str, log) -> dict | None:
     """Run the stage data-parallel: ``torchrun`` starts ``nproc`` ranks of this worker (DDP over
     NCCL on CUDA, gloo on the CPU; one GPU per rank); rank 0 reports and writes the outputs,
-    this process waits for them all. On a
-    multi-node stage one launcher runs per node (``ASRLAB_NODE_RANK``, ``ASRLAB_MASTER`` from
-    the Ray executor); the others return None."""
+    this process waits for them all. On a multi-node stage one launcher runs per node
+    (``ASRLAB_NODE_RANK``, ``ASRLAB_MASTER`` from the Ray executor); the others return None."""
     import subprocess
 
     threads = max(1, int(os.environ.get("ASRLAB_THREADS") or 1) // stage.nproc)
