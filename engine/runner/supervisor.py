@@ -37,6 +37,7 @@ from engine.runner.spool import SpoolWriter, read_new
 from engine.store import Writer, is_lock_error
 
 TERMINAL = ("done", "failed", "cancelled", "skipped")
+RESULT_KINDS = ("export", "evaluate")  # minutes, not hours: they go first
 CANCEL_GRACE_S = 15.0
 TICK_S = 0.2
 RAY_MISSES = 5  # polls in a row without an answer before the Ray stages count as lost
@@ -92,6 +93,19 @@ def _pid_alive(pid: int) -> bool:
         return False
 
 
+def _worker_threads(pid: int) -> int | None:
+    """The torch threads a worker was launched with (its ASRLAB_THREADS), None when unreadable."""
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    for item in env:
+        if item.startswith(b"ASRLAB_THREADS="):
+            value = item.split(b"=", 1)[1]
+            return int(value) if value.isdigit() and int(value) > 0 else None
+    return None
+
+
 def _is_our_worker(pid: int, run_dir: str, stage: str) -> bool:
     try:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -112,7 +126,7 @@ class Supervisor:
         self.cores = os.cpu_count() or 2
         self.fixed_threads = int(os.environ.get("ASRLAB_THREADS") or 0)
         self.threads = self.fixed_threads or max(1, self.cores // self.workers)
-        self.proc_threads: dict[tuple[str, str], int] = {}  # launched here: its threads
+        self.proc_threads: dict[tuple[str, str], int] = {}  # its threads, when known
         self.writer = Writer(self.paths["db"])
         self.runs: dict[str, dict] = {}
         self.stages: dict[tuple[str, str], dict] = {}
@@ -163,6 +177,8 @@ class Supervisor:
                     st["pid"], run_dir, key[1])
                 # adopted and watched by pid; -1: it ended unwatched (reap marks it failed)
                 self.procs[key] = st["pid"] if ours else -1
+                if ours and (threads := _worker_threads(st["pid"])):
+                    self.proc_threads[key] = threads  # the cores it holds, from its launch
         self._adopt_ray()
 
     def _adopt_ray(self) -> None:
@@ -482,8 +498,11 @@ class Supervisor:
                     continue
                 ready.append(key)
         # results first: an export or evaluation that can run goes ahead of the next training
-        # stage (minutes against an hour), so a long run shows its models' WERs as they finish
-        ready.sort(key=lambda k: self.stages[k]["kind"] not in ("export", "evaluate"))
+        # stage (minutes against an hour), so a long run shows its models' WERs as they finish;
+        # then the training stage heading the longest chain of training stages still to run
+        # (s1 -> s2 -> s3 before a lone arm), so the chain does not start last and set the
+        # sweep's end alone; ties keep the runs' and the file's order
+        ready.sort(key=lambda k: (self.stages[k]["kind"] not in RESULT_KINDS, -self._chain(k)))
         ready = ready[:max(self.workers - running, 0)]
         for key, threads in self._share_cores(ready):
             self.launch(key, threads)
@@ -494,7 +513,7 @@ class Supervisor:
             return []
         if self.fixed_threads:
             return [(k, self.fixed_threads) for k in ready]
-        # a worker this supervisor did not start (adopted after a restart) may use every core
+        # an adopted worker whose threads cannot be read may use every core
         busy = sum(self.proc_threads.get(k, self.cores) for k, p in self.procs.items()
                    if not isinstance(p, RayTask))
         free = self.cores - busy
@@ -502,6 +521,24 @@ class Supervisor:
         if n <= 0:
             return []
         return [(k, free // n + (1 if i < free % n else 0)) for i, k in enumerate(ready[:n])]
+
+    def _chain(self, key) -> int:
+        """How many training stages, this one included, the longest path of queued stages from
+        it to the end of its run holds (exports and evaluations count as none)."""
+        below: dict[str, list[str]] = {}
+        for k in self.by_run[key[0]]:
+            for d in self.stages[k]["deps"]:
+                below.setdefault(d, []).append(k[1])
+        memo: dict[str, int] = {}
+
+        def length(name: str) -> int:
+            if name not in memo:
+                st = self.stages[(key[0], name)]
+                own = st["kind"] not in RESULT_KINDS and st["state"] in ("queued", "running")
+                memo[name] = own + max((length(n) for n in below.get(name, [])), default=0)
+            return memo[name]
+
+        return length(key[1])
 
     def _blocker(self, key) -> tuple[str, str] | None:
         """(input, its state) when a queued stage cannot run until `resume`: an input of it (or

@@ -61,6 +61,55 @@ def test_a_ready_evaluation_goes_ahead_of_the_next_training_stage():
     assert started == [("eval-teacher", 1), ("student", 1)]  # then training, in file order
 
 
+def test_the_training_stage_heading_the_longest_chain_starts_first():
+    """A sweep's serial chain (s1 -> s2 -> s3) starts before lone arms, wherever the file puts
+    it, so it does not start last and set the sweep's end alone; equal chains keep file order."""
+    s = sup(2, 1)
+    s.runs = {r: {"created": i, "executor": "local", "sweep_id": None, "reuse": False}
+              for i, r in enumerate(("a", "b"))}
+    names = {"a": [("teacher", "train", "done", []), ("lone", "prune_l0", "queued", ["teacher"]),
+                   ("eval-lone", "evaluate", "queued", ["lone"])],
+             "b": [("teacher", "train", "done", []), ("other", "distill", "queued", ["teacher"]),
+                   ("s1", "distill", "queued", ["teacher"]), ("s2", "distill", "queued", ["s1"]),
+                   ("eval-s2", "evaluate", "queued", ["s2"]), ("s3", "distill", "queued", ["s2"])]}
+    s.stages = {(r, n): {"kind": k, "state": st, "deps": d, "stage_hash": r + n,
+                         "reused_from": None}
+                for r, rows in names.items() for n, k, st, d in rows}
+    s.by_run = {r: [(r, n) for n, *_ in rows] for r, rows in names.items()}
+    s.active = {"a", "b"}
+    assert s._chain(("b", "s1")) == 3 and s._chain(("b", "s2")) == 2
+    assert s._chain(("a", "lone")) == 1 and s._chain(("b", "other")) == 1
+    started = []
+    s.launch = lambda key, threads=None: started.append(key)
+    s.schedule()
+    assert started == [("b", "s1")]
+    s.workers, s.cores, started[:] = 3, 3, []
+    s.schedule()  # then the lone arms, run a's before run b's
+    assert started == [("b", "s1"), ("a", "lone"), ("b", "other")]
+
+
+def test_an_adopted_worker_keeps_the_cores_it_was_launched_with():
+    """After a supervisor restart, a worker's ASRLAB_THREADS says how many cores it holds, so the
+    next stage starts on the cores left instead of waiting for every adopted worker to end."""
+    import subprocess
+    import sys
+
+    from engine.runner.supervisor import _worker_threads
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; print('up', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={**os.environ, "ASRLAB_THREADS": "1"})
+    try:
+        assert proc.stdout.readline() == b"up\n"  # it runs: its environment is its own
+        assert _worker_threads(proc.pid) == 1
+    finally:
+        proc.stdin.close()
+        proc.wait()
+        proc.stdout.close()
+    assert _worker_threads(proc.pid) is None  # gone: unknown, so it may hold every core
+    assert sup(2, 2, running={("r", "t"): 1})._share_cores([("r", "a")]) == [(("r", "a"), 1)]
+
+
 @pytest.fixture()
 def lab(tmp_path, monkeypatch, tiny):
     home = tmp_path / "lab"
