@@ -53,6 +53,18 @@ def test_a_seed_sweep_shares_the_teacher_and_retrains_every_headline_arm():
         assert h0[name] != h1[name], name  # each seed trains its own
 
 
+def test_the_beta_sweep_reuses_the_studys_teacher_and_student_and_never_sees_a_test_set():
+    study = stage_hashes(load_experiment(ROOT / "experiments" / "seeds.toml"))
+    beta = load_experiment(ROOT / "experiments" / "seeds_beta.toml")
+    hashes = stage_hashes(beta)
+    for name in ("teacher", "s3-direct", "export-s3-direct"):
+        assert hashes[name] == study[name], name  # weight 5.0 is the study's own s3-direct
+    for st in beta.stages:
+        splits = list(getattr(st, "splits", []) or []) + list(
+            getattr(getattr(st, "train", None), "eval_splits", []) or [])
+        assert not [s for s in splits if s.startswith("test")] or st.name == "teacher", st.name
+
+
 @pytest.fixture(scope="module")
 def twin(tiny, tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny_seeds")
