@@ -22,7 +22,12 @@ Claims (test-clean; test-other beside where it matters):
 5. sharing + sparsity + int8 (Gao et al.): deployed sherpa-onnx bytes against the teacher's fp32
    files and WER within 5% relative (target >= 10x).
 
-``python benchmarks/bench_seeds.py [--sweep SWEEP_ID | --runs RUN_ID ...] [--dry]``
+``--beta`` reads the KD-weight sweep of ``experiments/seeds_beta.toml`` instead (``asrlab sweep
+experiments/seeds_beta.toml --grid stages.s3-direct.kd.weight=1,2.5,5,10 --reuse``): the dev WER of
+s3 distilled directly at each weight, each against the study's weight with a paired bootstrap on
+the dev utterances, and the weight dev picks. No test set is read.
+
+``python benchmarks/bench_seeds.py [--sweep SWEEP_ID | --runs RUN_ID ...] [--beta] [--dry]``
 """
 
 from __future__ import annotations
@@ -156,6 +161,44 @@ def compare(runs: list[Run], a: str, b: str, split: str, a_first: bool = False,
             "a": statistics.mean(p["a"] for p in per), "b": statistics.mean(p["b"] for p in per)}
 
 
+STUDY_BETA = 5.0  # experiments/seeds.toml's stages.*.kd.weight
+
+
+def beta_rows(db: Path, sweep: str | None) -> list[tuple[str, str]]:
+    """Dev WER of s3-direct per KD weight (experiments/seeds_beta.toml's sweep), each against the
+    study's weight on the same dev utterances, and the weight with the lowest dev WER."""
+    if sweep is None:
+        newest = read(db, """SELECT sweep_id FROM runs WHERE name = 'seeds-beta'
+                             AND sweep_id IS NOT NULL ORDER BY created DESC LIMIT 1""")
+        if not newest:
+            sys.exit(f"no sweep of experiments/seeds_beta.toml in {db}: run `asrlab sweep "
+                     f"experiments/seeds_beta.toml --grid stages.s3-direct.kd.weight=1,2.5,5,10 "
+                     f"--reuse` first")
+        sweep = newest[0]["sweep_id"]
+    by_beta: dict[float, Run] = {}
+    for r in read(db, "SELECT run_id, seed, config FROM runs WHERE sweep_id = ?", [sweep]):
+        stage = next(st for st in json.loads(r["config"])["stages"] if st["name"] == "s3-direct")
+        by_beta[float(stage["kd"]["weight"])] = Run(db, r["run_id"], r["seed"])
+    done = {b: r for b, r in by_beta.items() if r.has("eval-s3-direct-dev", "dev")}
+    rows = [("sweep", f"{sweep}: weights {', '.join(f'{b:g}' for b in sorted(by_beta))}; "
+                      f"evaluated on dev: {', '.join(f'{b:g}' for b in sorted(done)) or 'none yet'}")]
+    base = done.get(STUDY_BETA)
+    for beta, r in sorted(done.items()):
+        e = r.evals[("eval-s3-direct-dev", "dev")]
+        line = f"WER {e['wer']:.1f}% [{e['wer_lo']:.1f}, {e['wer_hi']:.1f}] on {e['utterances']} utterances"
+        if base is not None and beta != STUDY_BETA:
+            ua, ub = (x.utterances("eval-s3-direct-dev", "dev") for x in (base, r))
+            d = paired_bootstrap(ua, ub)
+            line += (f"; against weight {STUDY_BETA:g}: {d['delta']:+.1f} "
+                     f"[{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}]")
+        rows.append((f"dev: s3-direct, KD weight {beta:g}", line))
+    if done:
+        best = min(done, key=lambda b: done[b].evals[("eval-s3-direct-dev", "dev")]["wer"])
+        rows.append(("dev picks", f"weight {best:g} (lowest dev WER of {len(done)} weights; "
+                                  f"the study uses {STUDY_BETA:g})"))
+    return rows
+
+
 def fmt(c: dict | None) -> str:
     if c is None:
         return "not measured yet (the stages have not finished)"
@@ -186,8 +229,18 @@ def main() -> None:
     ap.add_argument("--sweep")
     ap.add_argument("--runs", nargs="+")
     ap.add_argument("--dry", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    ap.add_argument("--beta", action="store_true",
+                    help="the KD weight on dev (experiments/seeds_beta.toml's sweep) instead")
     a = ap.parse_args()
     db = lab_home() / "lab.duckdb"
+    if a.beta:
+        rows = beta_rows(db, a.sweep)
+        for k, v in rows:
+            print(f"{k}: {v}")
+        if not a.dry:
+            report("The seeds study's KD weight, chosen on dev (experiments/seeds_beta.toml)",
+                   "`benchmarks/bench_seeds.py --beta`", rows)
+        return
     picked = pick_runs(db, a.sweep, a.runs)
     runs = [Run(db, r["run_id"], r["seed"]) for r in picked]
     rows = [("runs", ", ".join(f"{r.run_id} (seed {r.seed})" for r in runs))]
