@@ -1,5 +1,6 @@
 """Transducer search as free functions (icefall's naming): ``greedy_search`` (batched),
-``modified_beam_search`` (at most one symbol per frame, Kang et al. / icefall), and
+``modified_beam_search`` (merging equal hypotheses as Kang et al. / icefall, but up to
+``max_symbols`` tokens a frame as greedy search), and
 ``streaming_greedy_search`` (chunk by chunk through the encoder's caches; the same result as
 ``greedy_search`` on the streaming-masked encoder output).
 
@@ -64,51 +65,77 @@ def greedy_search(model: Transducer, enc: Tensor, enc_lens: Tensor, max_symbols:
 
 
 @torch.no_grad()
-def modified_beam_search(model: Transducer, enc: Tensor, enc_lens: Tensor, beam: int = 4
-                         ) -> list[list[int]]:
-    """Beam search with at most one symbol per frame; hypotheses with equal tokens merge
-    (log-add). Runs per utterance, all hypotheses of a frame in one batch."""
-    return [nbest[0][0] for nbest in modified_beam_search_nbest(model, enc, enc_lens, beam)]
+def modified_beam_search(model: Transducer, enc: Tensor, enc_lens: Tensor, beam: int = 4,
+                         max_symbols: int = 3) -> list[list[int]]:
+    """The best hypothesis of ``modified_beam_search_nbest``."""
+    return [nbest[0][0] for nbest in
+            modified_beam_search_nbest(model, enc, enc_lens, beam, max_symbols)]
+
+
+def _cat_state(states: list):
+    """Rows of predictor states (each of one row) stacked back into one state."""
+    if states[0] is None:
+        return None
+    if isinstance(states[0], tuple):  # LSTM (h, c): (layers, 1, H) each
+        return tuple(torch.cat(parts, 1) for parts in zip(*states))
+    return torch.cat(states, 0)
 
 
 @torch.no_grad()
-def modified_beam_search_nbest(model: Transducer, enc: Tensor, enc_lens: Tensor, beam: int = 4
-                               ) -> list[list[tuple[list[int], float]]]:
-    """``modified_beam_search``'s final beam of each utterance: (tokens, RNN-T log-probability)
-    pairs, best first (the first pass of a two-pass model)."""
+def modified_beam_search_nbest(model: Transducer, enc: Tensor, enc_lens: Tensor, beam: int = 4,
+                               max_symbols: int = 3) -> list[list[tuple[list[int], float]]]:
+    """Beam search over the transducer lattice, up to ``max_symbols`` tokens a frame (as
+    ``greedy_search``): within a frame a hypothesis either ends the frame with blank or emits a
+    token and stays; hypotheses that end the frame with equal tokens merge (log-add), and the
+    ``beam`` best go on to the next frame. Returns each utterance's final beam as (tokens,
+    RNN-T log-probability of the alignments kept) pairs, best first (a two-pass model's first
+    pass). One token a frame at most (icefall's modified beam search) is too few at this lab's
+    frame rate (80 ms after the time reduction, 256 word pieces): on the student-m teacher it
+    cut word pieces out of words, 34.9% dev WER against greedy search's 6.9% on 60 utterances;
+    this search, 5.4%."""
     blank = model.cfg.blank
     out = []
     for i in range(enc.shape[0]):
         enc_p = model.project_enc(enc[i, : int(enc_lens[i])])
-        pred, state = _step_pred(model, enc.new_full((1,), blank, dtype=torch.long), None)
-        hyps = [((), 0.0)]  # (tokens, log prob)
-        preds, states = pred, state
+        preds, states = _step_pred(model, enc.new_full((1,), blank, dtype=torch.long), None)
+        hyps: list[tuple[tuple, float]] = [((), 0.0)]
         for t in range(enc_p.shape[0]):
-            logp = model.join(enc_p[t][None], preds).log_softmax(-1)  # (H, V)
-            scores = logp.new_tensor([h[1] for h in hyps])[:, None] + logp
-            top = scores.flatten().topk(min(beam * 2, scores.numel()))
-            merged: dict[tuple, tuple[float, int, int]] = {}
-            v = logp.shape[1]
-            for score, flat in zip(top.values.tolist(), top.indices.tolist()):
-                h, tok = divmod(flat, v)
-                toks = hyps[h][0] if tok == blank else hyps[h][0] + (tok,)
-                if toks in merged:
-                    old = merged[toks]
-                    merged[toks] = (float(torch.logaddexp(torch.tensor(old[0]),
-                                                          torch.tensor(score))), old[1], old[2])
-                else:
-                    merged[toks] = (score, h, tok)
-            best = sorted(merged.items(), key=lambda kv: -kv[1][0])[:beam]
-            src = torch.tensor([h for _, (_, h, _) in best], device=enc.device)
-            toks = torch.tensor([tok for _, (_, _, tok) in best], device=enc.device)
-            preds, states = preds[src], _select_state(states, src)
-            emit = toks != blank
-            if bool(emit.any()):
-                new_pred, new_state = _step_pred(model, torch.where(emit, toks, blank), states)
-                preds = torch.where(emit[:, None], new_pred, preds)
-                states = _merge_state(states, new_state, emit)
-            hyps = [(t_, s) for t_, (s, _, _) in best]
-        out.append([(list(t_), float(s)) for t_, s in sorted(hyps, key=lambda h: -h[1])])
+            ended: dict[tuple, list] = {}  # tokens -> [log prob, pred row, state row]
+            act, a_preds, a_states = hyps, preds, states
+            for s in range(max_symbols + 1):
+                logp = model.join(enc_p[t][None], a_preds).log_softmax(-1)  # (H, V)
+                ends = logp[:, blank].tolist()
+                for j, (toks, score) in enumerate(act):
+                    sc = score + ends[j]
+                    if toks in ended:
+                        ended[toks][0] = float(torch.logaddexp(torch.tensor(ended[toks][0]),
+                                                               torch.tensor(sc)))
+                    else:
+                        ended[toks] = [sc, a_preds[j : j + 1],
+                                       _select_state(a_states, torch.tensor([j]))]
+                if s == max_symbols:  # the frame's last chance: only blank moves on
+                    break
+                # a hypothesis that cannot beat the beam's worst ended one never will: a longer
+                # path only adds log-probabilities below zero
+                floor = (sorted((v[0] for v in ended.values()), reverse=True)[beam - 1]
+                         if len(ended) >= beam else float("-inf"))
+                grow = logp.new_tensor([h[1] for h in act])[:, None] + logp
+                grow[:, blank] = float("-inf")
+                top = grow.flatten().topk(min(beam, grow.numel()))
+                v = logp.shape[1]
+                keep = [(divmod(f, v), sc) for sc, f in zip(top.values.tolist(),
+                                                            top.indices.tolist()) if sc > floor]
+                if not keep:
+                    break
+                src = torch.tensor([h for (h, _), _ in keep], device=enc.device)
+                toks = torch.tensor([tok for (_, tok), _ in keep], device=enc.device)
+                act = [(act[h][0] + (tok,), sc) for (h, tok), sc in keep]
+                a_preds, a_states = _step_pred(model, toks, _select_state(a_states, src))
+            best = sorted(ended.items(), key=lambda kv: -kv[1][0])[:beam]
+            hyps = [(toks, v[0]) for toks, v in best]
+            preds = torch.cat([v[1] for _, v in best], 0)
+            states = _cat_state([v[2] for _, v in best])
+        out.append([(list(t_), float(s_)) for t_, s_ in hyps])
     return out
 
 

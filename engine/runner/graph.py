@@ -36,6 +36,12 @@ ROOT = Path(__file__).resolve().parents[2]
 # change of random stream alone (the CPU dropout's mask, 2026-12-05): the same recipe draws
 # other masks, as another seed would, and computes a model of the same distribution
 RECIPE_VERSION = 2
+# bumped when the beam search finds other hypotheses (2: several tokens a frame, not one; one
+# token a frame cut word pieces at 80 ms frames, 5x the errors of greedy search): it enters the
+# identity of the stages that search (beam evaluations; two-pass stages choose their lambda with
+# it), and through their inputs that of every stage downstream
+SEARCH_VERSION = 2
+SEARCHING_KINDS = ("las_train", "las_distill", "finetune")
 
 
 def stage_deps(exp: Experiment) -> dict[str, list[str]]:
@@ -65,6 +71,8 @@ def stage_hashes(exp: Experiment) -> dict[str, str]:
         key = {"stage": dumped, "data": data, "seed": exp.seed_of(st),
                "inputs": [out[d] for d in deps[st.name]]}
         key["recipe_version"] = RECIPE_VERSION  # the encoder's numerics or the recipe changed
+        if st.kind in SEARCHING_KINDS or (st.kind == "evaluate" and st.decoding == "beam"):
+            key["search_version"] = SEARCH_VERSION
         if st.kind == "export" and st.format == "sherpa-onnx":
             key["format_version"] = SHERPA_FORMAT_VERSION  # a changed graph is a new artifact
         out[st.name] = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
