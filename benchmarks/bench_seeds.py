@@ -286,6 +286,9 @@ def main() -> None:
     for split in SPLITS:
         for name, base, other in claims:
             rows.append((f"{split}: {name}", fmt(compare(runs, base, other, split))))
+        rows.append((f"{split}: 2. two-pass: teacher-las second pass - its first pass",
+                     fmt(compare(runs, "eval-teacher-las", "eval-teacher-las", split,
+                                 a_first=True))))
         rows.append((f"{split}: 2. two-pass: s3-deep second pass - its first pass",
                      fmt(compare(runs, "eval-s3-deep", "eval-s3-deep", split, a_first=True))))
         rows.append((f"{split}: 2. two-pass: s3-deep second pass - the teacher's second pass",
