@@ -108,6 +108,30 @@ def run_tags(home: Path) -> dict[str, list[str]]:
     return out
 
 
+def run_stages(home: Path, run_ids: list[str]) -> set[tuple[str, str]]:
+    """(run, stage) of every stage of these runs where it was computed: a stage a run reused
+    (``--reuse``, or a twin in its sweep) is the other run's, so filtering models by run keeps
+    the models the run took from others."""
+    if not run_ids:
+        return set()
+    rows = read(db_path(home), f"""
+        SELECT coalesce(split_part(reused_from, '/', 1), run_id) AS src_run,
+               coalesce(split_part(reused_from, '/', 2), name) AS src_stage
+        FROM stages WHERE run_id IN ({', '.join('?' * len(run_ids))})""", list(run_ids))
+    return {(r["src_run"], r["src_stage"]) for r in rows}
+
+
+def runs_reusing(home: Path, run_ids: list[str]) -> list[str]:
+    """Runs, oldest first, that reused a stage of ``run_ids`` and are not among them."""
+    if not run_ids:
+        return []
+    rows = read(db_path(home), f"""
+        SELECT s.run_id FROM stages s JOIN runs r USING (run_id)
+        WHERE split_part(s.reused_from, '/', 1) IN ({', '.join('?' * len(run_ids))})
+        GROUP BY s.run_id ORDER BY min(r.created)""", list(run_ids))
+    return [r["run_id"] for r in rows if r["run_id"] not in run_ids]
+
+
 def training_curve(home: Path, run_id: str, stage: str) -> pd.DataFrame:
     """One row per logged step of a train stage; columns from its metrics."""
     rows = read(db_path(home), "SELECT step, ts, data FROM metrics WHERE run_id = ? AND stage = ? "

@@ -49,7 +49,9 @@ tags = data.run_tags(home)
 with st.expander("Filters", expanded=bool(ui.param_list("runs") or ui.param_list("method")
                                           or ui.param_list("tag"))):
     f = st.columns(3)
+    # runs that computed a model here, then runs that only reused them (a `--reuse` sweep's)
     run_ids = list(dict.fromkeys(models["run_id"]))
+    run_ids += data.runs_reusing(home, run_ids)
     ui.seed_many("runs", run_ids, ui.param_list("runs"))
     keep_runs = f[0].multiselect("runs", run_ids, key="runs")
     methods = sorted(set(models["method"]))
@@ -58,8 +60,10 @@ with st.expander("Filters", expanded=bool(ui.param_list("runs") or ui.param_list
     all_tags = sorted({t for ts in tags.values() for t in ts})
     ui.seed_many("tag", all_tags, ui.param_list("tag"))
     keep_tags = f[2].multiselect("tags", all_tags, key="tag")
-if keep_runs:
-    models = models[models["run_id"].isin(keep_runs)]
+if keep_runs:  # the runs' own models and those they reused from other runs
+    mine = data.run_stages(home, keep_runs)
+    models = models[[(r, e) in mine or (r, m) in mine for r, e, m in
+                      zip(models["run_id"], models["stage"], models["model_stage"])]]
 if keep_methods:
     models = models[models["method"].isin(keep_methods)]
 if keep_tags:

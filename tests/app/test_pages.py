@@ -431,3 +431,31 @@ def test_models_of_different_corpora_are_never_paired_or_plotted_together(tmp_pa
     assert "2 scored on other corpora are left out" in texts(at)
     at = ok(page("compare", split="test-clean", a="rd1/m/10", b="rf/m/10"))
     assert at.error and "cannot be paired" in at.error[0].value
+
+
+def test_the_run_filter_keeps_the_models_a_run_reused(tmp_path, monkeypatch):
+    """A run of a `--reuse` sweep computed few of its models: filtering the Pareto page by it
+    shows every model it holds, wherever the model was computed, and no model of its source
+    run that it did not take."""
+    from engine.store import Writer
+
+    home = tmp_path / "lab"
+    w = Writer(home / "lab.duckdb")
+    cfg = json.dumps({"data": {"corpus": "builtin:demo"}, "stages": []})
+    for i, run in enumerate(("src", "again")):
+        w.add("runs", {"run_id": run, "name": run, "created": float(i), "config": cfg})
+    for i, name in enumerate(("a", "b")):
+        w.add("stages", {"run_id": "src", "name": name, "kind": "train", "position": i})
+        w.add("evals", {"run_id": "src", "stage": name, "split": "test-clean", "step": 10,
+                        "model_stage": name, "wer": 10.0 + i, "wer_lo": 9.0, "wer_hi": 12.0,
+                        "utterances": 4, "params": 1000 * (i + 1), "bytes": 4000 * (i + 1),
+                        "ts": 0.0, "runtime": "torch"})
+    w.add("stages", {"run_id": "again", "name": "a", "kind": "train", "position": 0,
+                     "reused_from": "src/a"})
+    w.flush()
+    monkeypatch.setenv("ASRLAB_HOME", str(home))
+    assert data.run_stages(home, ["again"]) == {("src", "a")}
+    at = ok(page("pareto", runs="again"))
+    assert "1 models" in texts(at)
+    at = ok(page("pareto", runs="src"))
+    assert "2 models" in texts(at)
