@@ -192,6 +192,17 @@ def beta_rows(db: Path, sweep: str | None) -> list[tuple[str, str]]:
             line += (f"; against weight {STUDY_BETA:g}: {d['delta']:+.1f} "
                      f"[{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}]")
         rows.append((f"dev: s3-direct, KD weight {beta:g}", line))
+    # the study's s3 from scratch (same seed, same updates) on the same dev utterances: what KD
+    # gains at each weight
+    study = [r for r in pick_runs(db, None, None) if r["seed"] == next(iter(by_beta.values())).seed]
+    scratch = Run(db, study[0]["run_id"], study[0]["seed"]) if study else None
+    if scratch is not None and scratch.has("eval-s3-scratch", "dev"):
+        us = scratch.utterances("eval-s3-scratch", "dev")
+        for beta, r in sorted(done.items()):
+            d = paired_bootstrap(us, r.utterances("eval-s3-direct-dev", "dev"))
+            rows.append((f"dev: s3-direct at KD weight {beta:g} - s3-scratch ({scratch.run_id})",
+                         f"{corpus_wer(us):.1f}% -> {d['delta'] + corpus_wer(us):.1f}%: "
+                         f"{d['delta']:+.1f} [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}]"))
     if done:
         best = min(done, key=lambda b: done[b].evals[("eval-s3-direct-dev", "dev")]["wer"])
         rows.append(("dev picks", f"weight {best:g} (lowest dev WER of {len(done)} weights; "
