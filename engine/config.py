@@ -258,7 +258,9 @@ class KDConfig(_Strict):
         "yblank", description="yblank: 3-way KD on P(y), P(blank), P(rest) (Panchapagesan et "
                               "al. 2021); full: KL over the vocabulary; none: no output KD")
     weight: float = Field(1.0, ge=0.0, description="beta: weight of the KD term")
-    temperature: float = Field(1.0, gt=0.0, description="for full KD (scaled by tau^2)")
+    temperature: float = Field(1.0, gt=0.0, description="tau: both losses' posteriors come from "
+                                                          "logits / tau; the term is scaled by "
+                                                          "tau^2")
     layerwise_weight: float = Field(0.0, ge=0.0, description="gamma: weight of layerwise KD")
     layerwise_distance: Literal["mse", "l1-cosine"] = "mse"
     layer_map: list[int] | None = Field(

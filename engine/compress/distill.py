@@ -6,7 +6,9 @@
   arXiv 2011.06110): at each node only three posteriors are matched, P(y) of the next reference
   token, P(blank) and P(rest) = 1 - P(y) - P(blank); at u = U (no next token) only blank and rest.
   P(rest) is a log-sum-exp over the other tokens, never ``log(1 - p_y - p_blank)``, so it keeps
-  its precision when the two are close to 1. The teacher is reduced to (..., 3) before it meets
+  its precision when the two are close to 1. With a temperature tau both sides' posteriors come
+  from logits / tau and the term is scaled by tau^2, as for full KD (tau = 1: the paper's loss).
+  The teacher is reduced to (..., 3) before it meets
   the student (a few frames at a time, inside its no-grad pass), so the teacher costs O(T x U x 3)
   beyond one chunk of its joiner output.
 - ``layerwise_kd``: distance between a learned, identity-initialised linear map of student block
@@ -83,16 +85,17 @@ def per_frame(node_values: Tensor, valid: Tensor) -> Tensor:
 
 
 def yblank_kd_nodes(student_logits: Tensor, teacher3: Tensor, y: Tensor, has_y: Tensor,
-                    valid: Tensor, blank: int = 0) -> Tensor:
+                    valid: Tensor, blank: int = 0, temperature: float = 1.0) -> Tensor:
     """3-way KD on nodes (B, T, N): student logits (B, T, N, V), the teacher already reduced to
-    (B, T, N, 3) (``three_way`` under ``no_grad``), y / has_y / valid (B, T, N). Returns (B,),
-    normalised per frame (``per_frame``)."""
-    s3 = three_way(student_logits, y, has_y, blank)
-    return per_frame(_kl(teacher3.float(), s3), valid)
+    (B, T, N, 3) (``three_way`` of its logits / tau, under ``no_grad``), y / has_y / valid
+    (B, T, N). Returns (B,), normalised per frame (``per_frame``), scaled by tau^2."""
+    s3 = three_way(student_logits.float() / temperature, y, has_y, blank)
+    return per_frame(_kl(teacher3.float(), s3), valid) * temperature ** 2
 
 
 def yblank_kd(student_logits: Tensor, teacher_logits: Tensor, targets: Tensor,
-              logit_lengths: Tensor, target_lengths: Tensor, blank: int = 0) -> Tensor:
+              logit_lengths: Tensor, target_lengths: Tensor, blank: int = 0,
+              temperature: float = 1.0) -> Tensor:
     """3-way KD over whole lattices (B, T, U+1, V); (B,)."""
     b, t_max, u1, _ = student_logits.shape
     y = next_token(targets, u1)[:, None, :].expand(b, t_max, u1)
@@ -100,8 +103,8 @@ def yblank_kd(student_logits: Tensor, teacher_logits: Tensor, targets: Tensor,
     has_y = (u[None, :] < target_lengths[:, None])[:, None, :].expand(b, t_max, u1)
     valid = lattice_mask(logit_lengths, target_lengths, t_max, u1)
     with torch.no_grad():
-        teacher3 = three_way(teacher_logits, y, has_y, blank)
-    return yblank_kd_nodes(student_logits, teacher3, y, has_y, valid, blank)
+        teacher3 = three_way(teacher_logits.float() / temperature, y, has_y, blank)
+    return yblank_kd_nodes(student_logits, teacher3, y, has_y, valid, blank, temperature)
 
 
 def full_kd_nodes(student_logits: Tensor, teacher_logp: Tensor, valid: Tensor,
@@ -293,14 +296,15 @@ class Distiller(HoldsTeacher, nn.Module):
             & (node_u <= token_lens[:, None, None])
         teacher = self._teacher_nodes(t_enc, tokens, node_u, y, has_y)
         if self.kd.loss == "yblank":
-            return yblank_kd_nodes(logits, teacher, y, has_y, valid, t.cfg.blank)
+            return yblank_kd_nodes(logits, teacher, y, has_y, valid, t.cfg.blank,
+                                   self.kd.temperature)
         return full_kd_nodes(logits, teacher, valid, self.kd.temperature)
 
     @torch.no_grad()
     def _teacher_nodes(self, t_enc: Tensor, tokens: Tensor, node_u: Tensor, y: Tensor,
                        has_y: Tensor, chunk_elems: int = 1 << 22) -> Tensor:
         """The teacher at the student's nodes (B, T, N), reduced as the KD needs it -- to the 3
-        posteriors (yblank) or to log_softmax(logits / tau) (full) -- a few frames at a time, so
+        posteriors of logits / tau (yblank) or to log_softmax(logits / tau) (full) -- a few frames at a time, so
         its joiner output (B, T, N, V) is never held whole: 3-way KD costs O(T x N x 3) for the
         teacher beyond one chunk of about ``chunk_elems`` values."""
         t = self.teacher
@@ -318,7 +322,8 @@ class Distiller(HoldsTeacher, nn.Module):
             band = pred_proj.gather(1, nodes.reshape(b, -1, 1).expand(-1, -1, j)).reshape(b, c, n, j)
             lg = t.join(enc_proj[:, z, None], band)
             if self.kd.loss == "yblank":
-                parts.append(three_way(lg, y[:, z], has_y[:, z], t.cfg.blank))
+                parts.append(three_way(lg.float() / self.kd.temperature, y[:, z], has_y[:, z],
+                                       t.cfg.blank))
             else:
                 parts.append((lg.float() / self.kd.temperature).log_softmax(-1))
             del lg

@@ -19,7 +19,8 @@ def lattice(b=3, t=7, u=4, v=11, seed=0, scale=3.0):
     return s, te, targets, t_lens, u_lens
 
 
-def direct_yblank(s, te, targets, t_lens, u_lens, blank=0):
+def direct_yblank(s, te, targets, t_lens, u_lens, blank=0, tau=1.0):
+    s, te = s / tau, te / tau
     out = []
     for i in range(s.shape[0]):
         total = 0.0
@@ -36,7 +37,7 @@ def direct_yblank(s, te, targets, t_lens, u_lens, blank=0):
                     qt = [pt[blank], 1 - pt[blank]]
                 frame += sum(float(a * (torch.log(a) - torch.log(c))) for a, c in zip(qt, qs))
             total += frame / (int(u_lens[i]) + 1)
-        out.append(total)
+        out.append(total * tau ** 2)
     return torch.tensor(out, dtype=torch.float64)
 
 
@@ -55,11 +56,11 @@ def direct_full(s, te, t_lens, u_lens, tau):
     return torch.tensor(out, dtype=torch.float64)
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_yblank_equals_the_direct_computation(seed):
+@pytest.mark.parametrize("seed,tau", [(0, 1.0), (1, 1.0), (2, 1.0), (0, 2.0), (1, 0.5)])
+def test_yblank_equals_the_direct_computation(seed, tau):
     s, te, targets, t_lens, u_lens = lattice(seed=seed)
-    got = yblank_kd(s, te, targets, t_lens, u_lens)
-    want = direct_yblank(s, te, targets, t_lens, u_lens)
+    got = yblank_kd(s, te, targets, t_lens, u_lens, temperature=tau)
+    want = direct_yblank(s, te, targets, t_lens, u_lens, tau=tau)
     assert got.shape == (3,)
     torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5)
 

@@ -136,15 +136,15 @@ def test_band_kd_equals_lattice_kd_when_the_band_covers_every_u(kd):
     assert got["pruned"] == pytest.approx(got["full"], rel=1e-5)
 
 
-@pytest.mark.parametrize("kd", ["yblank", "full"])
-def test_the_teacher_reduced_a_few_frames_at_a_time_gives_the_same_kd(kd, monkeypatch):
+@pytest.mark.parametrize("kd,tau", [("yblank", 1.0), ("full", 1.0), ("yblank", 2.0)])
+def test_the_teacher_reduced_a_few_frames_at_a_time_gives_the_same_kd(kd, tau, monkeypatch):
     # the teacher's joiner output is reduced chunk by chunk inside its no-grad pass; one frame
     # per chunk must give what one chunk for the whole batch gives
     torch.manual_seed(0)
     teacher = build(preset("tiny", vocab_size=32, dropout=0.0))
     torch.manual_seed(1)
     student = build(preset("tiny", vocab_size=32, dropout=0.0))
-    d = Distiller(student, teacher, KDConfig(loss=kd)).eval()
+    d = Distiller(student, teacher, KDConfig(loss=kd, temperature=tau)).eval()
     xs = batch()
     with torch.no_grad():
         whole = float(d(*xs)["kd"])
@@ -156,3 +156,20 @@ def test_the_teacher_reduced_a_few_frames_at_a_time_gives_the_same_kd(kd, monkey
         chunked = float(d(*xs)["kd"])
     assert set(sizes) == {1} and len(sizes) > 1  # one frame at a time
     assert chunked == pytest.approx(whole, rel=1e-5)
+
+
+def test_the_temperature_reaches_the_3_way_kd():
+    # tau softens both sides' 3 posteriors (and scales the term by tau^2): a sweep over
+    # stages.*.kd.temperature must change what a yblank student learns from
+    torch.manual_seed(0)
+    teacher = build(preset("tiny", vocab_size=32, dropout=0.0))
+    torch.manual_seed(1)
+    student = build(preset("tiny", vocab_size=32, dropout=0.0))
+    xs = batch()
+    got = {}
+    with torch.no_grad():
+        for tau in (1.0, 2.0):
+            got[tau] = float(Distiller(student, teacher, KDConfig(temperature=tau)).eval()(*xs)["kd"])
+        default = float(Distiller(student, teacher, KDConfig()).eval()(*xs)["kd"])
+    assert default == got[1.0] and got[2.0] > 0
+    assert got[2.0] != pytest.approx(got[1.0], rel=1e-3)
