@@ -53,12 +53,19 @@ def test_a_seed_sweep_shares_the_teacher_and_retrains_every_headline_arm():
         assert h0[name] != h1[name], name  # each seed trains its own
 
 
-def test_the_beta_sweep_reuses_the_studys_teacher_and_student_and_never_sees_a_test_set():
+@pytest.mark.parametrize("dev_study,shared", [
+    ("seeds_beta.toml", ("teacher", "s3-direct", "export-s3-direct")),
+    ("seeds_horizon.toml", ("teacher", "s3-direct", "export-s3-direct", "s3-scratch",
+                            "export-s3-scratch"))])
+def test_the_dev_studies_reuse_the_studys_teacher_and_students_and_never_see_a_test_set(
+        dev_study, shared):
+    # the KD weight / temperature sweep and the horizon sweep: at the study's values they are
+    # the study's own stages (so `--reuse` takes them), and nothing they choose reads a test set
     study = stage_hashes(load_experiment(ROOT / "experiments" / "seeds.toml"))
-    beta = load_experiment(ROOT / "experiments" / "seeds_beta.toml")
+    beta = load_experiment(ROOT / "experiments" / dev_study)
     hashes = stage_hashes(beta)
-    for name in ("teacher", "s3-direct", "export-s3-direct"):
-        assert hashes[name] == study[name], name  # weight 5.0 is the study's own s3-direct
+    for name in shared:
+        assert hashes[name] == study[name], name
     for st in beta.stages:
         splits = list(getattr(st, "splits", []) or []) + list(
             getattr(getattr(st, "train", None), "eval_splits", []) or [])
