@@ -22,12 +22,16 @@ Claims (test-clean; test-other beside where it matters):
 5. sharing + sparsity + int8 (Gao et al.): deployed sherpa-onnx bytes against the teacher's fp32
    files and WER within 5% relative (target >= 10x).
 
-``--beta`` reads the KD-weight sweep of ``experiments/seeds_beta.toml`` instead (``asrlab sweep
-experiments/seeds_beta.toml --grid stages.s3-direct.kd.weight=1,2.5,5,10 --reuse``): the dev WER of
-s3 distilled directly at each weight, each against the study's weight with a paired bootstrap on
-the dev utterances, and the weight dev picks. No test set is read.
+``--beta`` reads the newest sweep of ``experiments/seeds_beta.toml`` instead, over the KD weight
+(``--grid stages.s3-direct.kd.weight=1,2.5,5,10``) or temperature (``--grid
+stages.s3-direct.kd.temperature=1,2,4``): the dev WER of s3 distilled directly at each setting,
+each against the study's setting with a paired bootstrap on the dev utterances, and the setting
+dev picks. ``--horizon`` reads the newest sweep of ``experiments/seeds_horizon.toml``: the s3
+students (KD and scratch) at the study's 2,000 updates and at the longer horizon, their dev
+probe curves and paired differences. Neither reads a test set.
 
-``python benchmarks/bench_seeds.py [--sweep SWEEP_ID | --runs RUN_ID ...] [--beta] [--dry]``
+``python benchmarks/bench_seeds.py [--sweep SWEEP_ID | --runs RUN_ID ...] [--beta | --horizon]
+[--dry]``
 """
 
 from __future__ import annotations
@@ -161,52 +165,143 @@ def compare(runs: list[Run], a: str, b: str, split: str, a_first: bool = False,
             "a": statistics.mean(p["a"] for p in per), "b": statistics.mean(p["b"] for p in per)}
 
 
-STUDY_BETA = 5.0  # experiments/seeds.toml's stages.*.kd.weight
+STUDY_KD = {"weight": 1.0, "temperature": 1.0}  # experiments/seeds.toml's s3-direct [stages.kd]
+LEVERS = {"weight": "KD weight", "temperature": "KD temperature"}
 
 
-def beta_rows(db: Path, sweep: str | None) -> list[tuple[str, str]]:
-    """Dev WER of s3-direct per KD weight (experiments/seeds_beta.toml's sweep), each against the
-    study's weight on the same dev utterances, and the weight with the lowest dev WER."""
-    if sweep is None:
-        newest = read(db, """SELECT sweep_id FROM runs WHERE name = 'seeds-beta'
-                             AND sweep_id IS NOT NULL ORDER BY created DESC LIMIT 1""")
-        if not newest:
-            sys.exit(f"no sweep of experiments/seeds_beta.toml in {db}: run `asrlab sweep "
-                     f"experiments/seeds_beta.toml --grid stages.s3-direct.kd.weight=1,2.5,5,10 "
-                     f"--reuse` first")
-        sweep = newest[0]["sweep_id"]
-    by_beta: dict[float, Run] = {}
+def newest_sweep(db: Path, experiment: str, command: str) -> str:
+    newest = read(db, """SELECT sweep_id FROM runs WHERE name = ? AND sweep_id IS NOT NULL
+                         ORDER BY created DESC LIMIT 1""", [experiment])
+    if not newest:
+        sys.exit(f"no sweep of the experiment {experiment!r} in {db}: run `{command}` first")
+    return newest[0]["sweep_id"]
+
+
+def stage_config(run_config: str, name: str) -> dict:
+    return next(st for st in json.loads(run_config)["stages"] if st["name"] == name)
+
+
+def lever_rows(db: Path, sweep: str | None) -> tuple[str, list[tuple[str, str]]]:
+    """Dev WER of s3-direct per KD setting (a sweep of experiments/seeds_beta.toml over its
+    weight or temperature), each against the study's setting on the same dev utterances, what
+    KD gains over the same seed's s3 from scratch at each, and the setting dev picks. Returns
+    the lever's name and the rows."""
+    sweep = sweep or newest_sweep(db, "seeds-beta", "asrlab sweep experiments/seeds_beta.toml "
+                                                    "--grid stages.s3-direct.kd.weight=1,2.5,5,10 "
+                                                    "--reuse")
+    by_kd: dict[tuple, Run] = {}
     for r in read(db, "SELECT run_id, seed, config FROM runs WHERE sweep_id = ?", [sweep]):
-        stage = next(st for st in json.loads(r["config"])["stages"] if st["name"] == "s3-direct")
-        by_beta[float(stage["kd"]["weight"])] = Run(db, r["run_id"], r["seed"])
-    done = {b: r for b, r in by_beta.items() if r.has("eval-s3-direct-dev", "dev")}
-    rows = [("sweep", f"{sweep}: weights {', '.join(f'{b:g}' for b in sorted(by_beta))}; "
-                      f"evaluated on dev: {', '.join(f'{b:g}' for b in sorted(done)) or 'none yet'}")]
-    base = done.get(STUDY_BETA)
-    for beta, r in sorted(done.items()):
+        kd = stage_config(r["config"], "s3-direct").get("kd", {})
+        key = tuple(float(kd.get(k, 1.0)) for k in STUDY_KD)
+        by_kd[key] = Run(db, r["run_id"], r["seed"])
+    if not by_kd:
+        sys.exit(f"no run in sweep {sweep}")
+    varied = [i for i, k in enumerate(STUDY_KD) if len({key[i] for key in by_kd}) > 1] or [0]
+    names = [list(STUDY_KD)[i] for i in varied]
+    lever = " and ".join(LEVERS[n] for n in names)
+
+    def label(key: tuple) -> str:
+        return ", ".join(f"{LEVERS[list(STUDY_KD)[i]]} {key[i]:g}" for i in varied)
+
+    done = {k: r for k, r in by_kd.items() if r.has("eval-s3-direct-dev", "dev")}
+    rows = [("sweep", f"{sweep}: {lever} {', '.join(label(k).split(' ')[-1] for k in sorted(by_kd))}"
+                      f"; evaluated on dev: "
+                      f"{', '.join(label(k).split(' ')[-1] for k in sorted(done)) or 'none yet'}")]
+    study = tuple(STUDY_KD.values())
+    base = done.get(study)
+    for key, r in sorted(done.items()):
         e = r.evals[("eval-s3-direct-dev", "dev")]
         line = f"WER {e['wer']:.1f}% [{e['wer_lo']:.1f}, {e['wer_hi']:.1f}] on {e['utterances']} utterances"
-        if base is not None and beta != STUDY_BETA:
+        if base is not None and key != study:
             ua, ub = (x.utterances("eval-s3-direct-dev", "dev") for x in (base, r))
             d = paired_bootstrap(ua, ub)
-            line += (f"; against weight {STUDY_BETA:g}: {d['delta']:+.1f} "
+            line += (f"; against the study's {label(study)}: {d['delta']:+.1f} "
                      f"[{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}]")
-        rows.append((f"dev: s3-direct, KD weight {beta:g}", line))
+        rows.append((f"dev: s3-direct, {label(key)}", line))
     # the study's s3 from scratch (same seed, same updates) on the same dev utterances: what KD
-    # gains at each weight
-    study = [r for r in pick_runs(db, None, None) if r["seed"] == next(iter(by_beta.values())).seed]
-    scratch = Run(db, study[0]["run_id"], study[0]["seed"]) if study else None
+    # gains at each setting
+    seed = next(iter(by_kd.values())).seed
+    scratch = next((Run(db, r["run_id"], r["seed"]) for r in pick_runs(db, None, None)
+                    if r["seed"] == seed), None)
     if scratch is not None and scratch.has("eval-s3-scratch", "dev"):
         us = scratch.utterances("eval-s3-scratch", "dev")
-        for beta, r in sorted(done.items()):
+        for key, r in sorted(done.items()):
             d = paired_bootstrap(us, r.utterances("eval-s3-direct-dev", "dev"))
-            rows.append((f"dev: s3-direct at KD weight {beta:g} - s3-scratch ({scratch.run_id})",
+            rows.append((f"dev: s3-direct at {label(key)} - s3-scratch ({scratch.run_id})",
                          f"{corpus_wer(us):.1f}% -> {d['delta'] + corpus_wer(us):.1f}%: "
                          f"{d['delta']:+.1f} [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}]"))
     if done:
-        best = min(done, key=lambda b: done[b].evals[("eval-s3-direct-dev", "dev")]["wer"])
-        rows.append(("dev picks", f"weight {best:g} (lowest dev WER of {len(done)} weights; "
-                                  f"the study uses {STUDY_BETA:g})"))
+        best = min(done, key=lambda k: done[k].evals[("eval-s3-direct-dev", "dev")]["wer"])
+        rows.append(("dev picks", f"{label(best)} (lowest dev WER of {len(done)}; the study "
+                                  f"uses {label(study)})"))
+    return lever, rows
+
+
+def probes(db: Path, run_id: str, stage: str) -> list[dict]:
+    """A training stage's dev probes (step, WER), wherever it was computed."""
+    return read(db, f"""
+        WITH src AS ({SOURCES} AND name = ?)
+        SELECT e.step, e.wer FROM src JOIN evals e ON e.run_id = src.src_run
+            AND e.stage = src.src_stage
+        WHERE e.split = 'dev' AND e.step IS NOT NULL ORDER BY e.step""", [run_id, stage])
+
+
+def horizon_rows(db: Path, sweep: str | None) -> list[tuple[str, str]]:
+    """The students' horizon on dev: s3 distilled directly and s3 from scratch at the study's
+    2,000 updates (the seeds sweep's run of the same seed) and at each horizon of
+    experiments/seeds_horizon.toml's sweep: their dev probe curves, the final dev WER on the
+    whole dev set, longer - shorter per arm and KD - scratch per horizon (paired bootstrap)."""
+    sweep = sweep or newest_sweep(db, "seeds-horizon", "asrlab sweep experiments/seeds_horizon.toml "
+                                                       "--grid stages.s3-direct.train.max_steps=6000 "
+                                                       "--grid stages.s3-scratch.train.max_steps=6000 "
+                                                       "--reuse")
+    arms = {"s3-direct": "eval-s3-direct-dev", "s3-scratch": "eval-s3-scratch-dev"}
+    # (arm, updates) -> (run, its evaluate stage)
+    at: dict[tuple[str, int], tuple[Run, str]] = {}
+    seed = None
+    for r in read(db, "SELECT run_id, seed, config FROM runs WHERE sweep_id = ?", [sweep]):
+        run = Run(db, r["run_id"], r["seed"])
+        seed = r["seed"]
+        for arm, ev in arms.items():
+            at[(arm, int(stage_config(r["config"], arm)["train"]["max_steps"]))] = (run, ev)
+    study = next((r for r in pick_runs(db, None, None) if r["seed"] == seed), None)
+    if study is not None:
+        cfg = read(db, "SELECT config FROM runs WHERE run_id = ?", [study["run_id"]])[0]["config"]
+        run = Run(db, study["run_id"], study["seed"])
+        for arm in arms:
+            n = int(stage_config(cfg, arm)["train"]["max_steps"])
+            at.setdefault((arm, n), (run, f"eval-{arm}"))
+    rows = [("sweep", f"{sweep} (seed {seed}); the study's horizon from "
+                      f"{study['run_id'] if study else 'no seeds sweep'}")]
+    for (arm, n), (run, ev) in sorted(at.items()):
+        curve = ", ".join(f"{p['step']}: {p['wer']:.1f}" for p in probes(db, run.run_id, arm))
+        rows.append((f"dev WER by update (100-utterance probes): {arm}, {n:,} updates",
+                     curve or "no probes yet"))
+        if run.has(ev, "dev"):
+            e = run.evals[(ev, "dev")]
+            rows.append((f"dev: {arm}, {n:,} updates",
+                         f"WER {e['wer']:.1f}% [{e['wer_lo']:.1f}, {e['wer_hi']:.1f}] on "
+                         f"{e['utterances']} utterances ({run.run_id})"))
+
+    def delta(a: tuple[Run, str], b: tuple[Run, str]) -> str | None:
+        if not (a[0].has(a[1], "dev") and b[0].has(b[1], "dev")):
+            return None
+        ua, ub = a[0].utterances(a[1], "dev"), b[0].utterances(b[1], "dev")
+        d = paired_bootstrap(ua, ub)
+        return (f"{corpus_wer(ua):.1f}% -> {corpus_wer(ub):.1f}%: {d['delta']:+.1f} "
+                f"[{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}]")
+
+    for arm in arms:
+        ns = sorted(n for a, n in at if a == arm)
+        for short, long in zip(ns, ns[1:]):
+            d = delta(at[(arm, short)], at[(arm, long)])
+            if d:
+                rows.append((f"dev: {arm}, {long:,} - {short:,} updates", d))
+    for n in sorted({n for _, n in at}):
+        if ("s3-direct", n) in at and ("s3-scratch", n) in at:
+            d = delta(at[("s3-scratch", n)], at[("s3-direct", n)])
+            if d:
+                rows.append((f"dev: KD - scratch at {n:,} updates", d))
     return rows
 
 
@@ -241,16 +336,25 @@ def main() -> None:
     ap.add_argument("--runs", nargs="+")
     ap.add_argument("--dry", action="store_true", help="print only; leave BENCHMARKS.md alone")
     ap.add_argument("--beta", action="store_true",
-                    help="the KD weight on dev (experiments/seeds_beta.toml's sweep) instead")
+                    help="the KD weight or temperature on dev (a sweep of "
+                         "experiments/seeds_beta.toml) instead")
+    ap.add_argument("--horizon", action="store_true",
+                    help="the students' horizon on dev (a sweep of experiments/seeds_horizon.toml) "
+                         "instead")
     a = ap.parse_args()
     db = lab_home() / "lab.duckdb"
-    if a.beta:
-        rows = beta_rows(db, a.sweep)
+    if a.beta or a.horizon:
+        if a.beta:
+            lever, rows = lever_rows(db, a.sweep)
+            title = f"The seeds study's {lever}, chosen on dev (experiments/seeds_beta.toml)"
+        else:
+            rows = horizon_rows(db, a.sweep)
+            title = "The seeds study's horizon on dev (experiments/seeds_horizon.toml)"
         for k, v in rows:
             print(f"{k}: {v}")
         if not a.dry:
-            report("The seeds study's KD weight, chosen on dev (experiments/seeds_beta.toml)",
-                   "`benchmarks/bench_seeds.py --beta`", rows)
+            report(title, f"`benchmarks/bench_seeds.py {'--beta' if a.beta else '--horizon'}`",
+                   rows)
         return
     picked = pick_runs(db, a.sweep, a.runs)
     runs = [Run(db, r["run_id"], r["seed"]) for r in picked]
