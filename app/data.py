@@ -20,6 +20,7 @@ import pandas as pd
 
 from engine.evaluate import UtteranceResult, paired_bootstrap
 from engine.runner import client
+from engine.runner.graph import superseded_stages
 from engine.runner.supervisor import lab_paths
 from engine.store import read
 
@@ -174,7 +175,7 @@ def splits(home: Path) -> list[str]:
 MODEL_COLUMNS = ["model", "run_id", "run_name", "stage", "model_stage", "method", "runtime", "step",
                  "split", "corpus",
                  "wer", "wer_lo", "wer_hi", "utterances", "params", "nonzero_params", "bytes",
-                 "macs_per_second", "rtf", "decoding", "tags"]
+                 "macs_per_second", "rtf", "decoding", "tags", "superseded"]
 
 
 def models(home: Path, split: str, choice: str = "final", step: int | None = None,
@@ -224,8 +225,10 @@ def models(home: Path, split: str, choice: str = "final", step: int | None = Non
         LEFT JOIN stages s ON s.run_id = e.run_id AND s.name = e.ms
         WHERE e.split = ?
         ORDER BY r.created, e.ms""", [split, dev_split] + params[1:] + pick_params + [split])
+    old = superseded(home)
     for r in rows:
         r["model"] = model_key(r["run_id"], r["stage"], r["step"])
+        r["superseded"] = (r["run_id"], r["stage"]) in old or (r["run_id"], r["model_stage"]) in old
         config = r.pop("config")
         r["corpus"] = corpus_of(config, home)
         try:
@@ -233,6 +236,20 @@ def models(home: Path, split: str, choice: str = "final", step: int | None = Non
         except ValueError:
             r["tags"] = ""
     return _frame(rows, MODEL_COLUMNS)
+
+
+def superseded(home: Path) -> set[tuple[str, str]]:
+    """(run_id, stage) of every stage the current code would not compute as it was computed (an
+    older recipe, beam search or export format: ``engine.runner.graph.superseded_stages``);
+    their evaluations stay in the store but are no longer what the lab's code measures."""
+    stored: dict[str, dict] = {}
+    for s in read(db_path(home), "SELECT run_id, name, stage_hash FROM stages"):
+        stored.setdefault(s["run_id"], {})[s["name"]] = s["stage_hash"]
+    out = set()
+    for r in read(db_path(home), "SELECT run_id, config FROM runs"):
+        out |= {(r["run_id"], name)
+                for name in superseded_stages(r["config"], stored.get(r["run_id"], {}))}
+    return out
 
 
 def corpora(models: pd.DataFrame) -> list[str]:

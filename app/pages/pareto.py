@@ -46,8 +46,10 @@ if corpora:
 other_corpora = int((models["corpus"] != corpus).sum()) if corpus else 0
 models = models[models["corpus"] == corpus] if corpus else models
 tags = data.run_tags(home)
+st.session_state.setdefault("superseded", ui.param("superseded", "0") == "1")
 with st.expander("Filters", expanded=bool(ui.param_list("runs") or ui.param_list("method")
-                                          or ui.param_list("tag"))):
+                                          or ui.param_list("tag")
+                                          or st.session_state["superseded"])):
     f = st.columns(3)
     # runs that computed a model here, then runs that only reused them (a `--reuse` sweep's)
     run_ids = list(dict.fromkeys(models["run_id"]))
@@ -60,6 +62,14 @@ with st.expander("Filters", expanded=bool(ui.param_list("runs") or ui.param_list
     all_tags = sorted({t for ts in tags.values() for t in ts})
     ui.seed_many("tag", all_tags, ui.param_list("tag"))
     keep_tags = f[2].multiselect("tags", all_tags, key="tag")
+    show_old = st.checkbox(
+        "show results of an older recipe or beam search", key="superseded",
+        help="evaluations of stages the current code would compute differently (a stage "
+             "identity that RECIPE_VERSION, SEARCH_VERSION or the sherpa-onnx format version "
+             "has moved on from): kept in the store, hidden by default, never reused")
+hidden_old = 0 if show_old else int(models["superseded"].sum())
+if not show_old:
+    models = models[~models["superseded"]]
 if keep_runs:  # the runs' own models and those they reused from other runs
     mine = data.run_stages(home, keep_runs)
     models = models[[(r, e) in mine or (r, m) in mine for r, e, m in
@@ -75,7 +85,8 @@ ui.seed_many("sel", list(models["model"]), ui.param_list("models"))
 selected = list(st.session_state["sel"])
 ui.set_params(split=split, x=x, choice=choice, step=step, log="1" if log_x else "0",
               runs=keep_runs, method=keep_methods, tag=keep_tags,
-              corpus=corpus if len(corpora) > 1 else None)
+              corpus=corpus if len(corpora) > 1 else None,
+              superseded="1" if show_old else None)
 
 if models.empty:
     st.warning(f"No model has an evaluation on {split} for this choice"
@@ -87,6 +98,8 @@ st.caption(f"{len(models)} models, {int(models['on_front'].sum())} on the front"
               else "")
            + (f"; {other_corpora} scored on other corpora are left out (choose the corpus "
               f"above)" if other_corpora else "")
+           + (f"; {hidden_old} computed by an older recipe or beam search are hidden (Filters)"
+              if hidden_old else "")
            + ". Click or box-select points to open their details.")
 event = st.plotly_chart(charts.pareto(models.dropna(subset=[x]), x, split, log_x, selected),
                         key="pareto_chart", on_select="rerun", selection_mode=("points", "box"))

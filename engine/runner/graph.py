@@ -79,6 +79,21 @@ def stage_hashes(exp: Experiment) -> dict[str, str]:
     return out
 
 
+def superseded_stages(config: dict | str | None, stored: dict[str, str | None]) -> set[str]:
+    """The stages of a run whose stored identity (``stored``: name -> stage_hash) is not the one
+    this code computes from the run's own resolved ``config``: they were computed by an older
+    recipe, beam search or export format (``RECIPE_VERSION``, ``SEARCH_VERSION``,
+    ``SHERPA_FORMAT_VERSION``), and ``--reuse`` would not return them. Nothing is judged where
+    it cannot be: a configuration this code no longer parses, a stage stored without an identity
+    or absent from the configuration."""
+    try:
+        exp = parse_experiment(json.loads(config) if isinstance(config, str) else config or {})
+        now = stage_hashes(exp)
+    except (ConfigError, ValueError, TypeError, KeyError):
+        return set()
+    return {name for name, h in stored.items() if h and name in now and now[name] != h}
+
+
 def config_hash(exp: Experiment) -> str:
     body = exp.model_dump(mode="json")
     body.pop("name", None)

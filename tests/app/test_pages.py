@@ -459,3 +459,49 @@ def test_the_run_filter_keeps_the_models_a_run_reused(tmp_path, monkeypatch):
     assert "1 models" in texts(at)
     at = ok(page("pareto", runs="src"))
     assert "2 models" in texts(at)
+
+
+def test_results_of_an_older_beam_search_are_marked_and_hidden(tmp_path, monkeypatch):
+    """A run whose two-pass stages were computed by an older beam search (their stored identity
+    carries SEARCH_VERSION 1) beside a run of the current code: the store keeps both, the
+    explorer knows which stages the current code would compute differently, and the Pareto page
+    hides their evaluations by default and says so."""
+    from engine.runner import graph
+    from engine.store import Writer
+
+    from engine.config import load_experiment
+
+    exp = load_experiment(ROOT / "experiments" / "tiny_seeds.toml")
+    now = graph.stage_hashes(exp)
+    monkeypatch.setattr(graph, "SEARCH_VERSION", graph.SEARCH_VERSION - 1)
+    before = graph.stage_hashes(exp)
+    monkeypatch.undo()
+    changed = {n for n in now if now[n] != before[n]}
+    assert {"teacher-las", "eval-teacher-las", "s3-deep"} <= changed and "teacher" not in changed
+
+    home = tmp_path / "lab"
+    w = Writer(home / "lab.duckdb")
+    cfg = exp.model_dump_json()
+    for i, (run, hashes) in enumerate((("old", before), ("new", now))):
+        w.add("runs", {"run_id": run, "name": run, "created": float(i), "config": cfg})
+        for k, st_ in enumerate(exp.stages):
+            w.add("stages", {"run_id": run, "name": st_.name, "kind": st_.kind, "position": k,
+                             "stage_hash": hashes[st_.name]})
+        for k, stage in enumerate(("eval", "eval-teacher-las")):
+            w.add("evals", {"run_id": run, "stage": stage, "split": "test-clean", "step": 10,
+                            "model_stage": stage.removeprefix("eval-") if k else "teacher",
+                            "wer": 10.0 + k + 5 * i, "wer_lo": 9.0, "wer_hi": 20.0,
+                            "utterances": 4, "params": 1000 * (k + 1), "bytes": 4000 * (k + 1),
+                            "ts": 0.0, "runtime": "torch"})
+    w.flush()
+    monkeypatch.setenv("ASRLAB_HOME", str(home))
+    assert data.superseded(home) == {("old", n) for n in changed}
+    models = data.models(home, "test-clean")
+    assert dict(zip(models["model"], models["superseded"])) == {
+        "old/eval/10": False, "old/eval-teacher-las/10": True,
+        "new/eval/10": False, "new/eval-teacher-las/10": False}
+    at = ok(page("pareto"))
+    assert "3 models" in texts(at)
+    assert "1 computed by an older recipe or beam search are hidden" in texts(at)
+    at = ok(page("pareto", superseded="1"))
+    assert "4 models" in texts(at) and "are hidden" not in texts(at)
