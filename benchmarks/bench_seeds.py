@@ -48,8 +48,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_data import report  # noqa: E402
 
+from engine.config import load_experiment  # noqa: E402
 from engine.evaluate import (UtteranceResult, corpus_wer, paired_bootstrap,  # noqa: E402
                              score_utterance)
+from engine.runner.graph import stage_hashes  # noqa: E402
 from engine.stages import lab_home  # noqa: E402
 from engine.store import read  # noqa: E402
 
@@ -177,8 +179,12 @@ def newest_sweep(db: Path, experiment: str, command: str) -> str:
     return newest[0]["sweep_id"]
 
 
-def stage_config(run_config: str, name: str) -> dict:
-    return next(st for st in json.loads(run_config)["stages"] if st["name"] == name)
+def stage_config(run_config: str, name: str, run_id: str) -> dict:
+    st = next((st for st in json.loads(run_config)["stages"] if st["name"] == name), None)
+    if st is None:
+        sys.exit(f"run {run_id} has no stage {name!r}: is its sweep one of the experiment this "
+                 f"mode reads?")
+    return st
 
 
 def lever_rows(db: Path, sweep: str | None) -> tuple[str, list[tuple[str, str]]]:
@@ -190,12 +196,15 @@ def lever_rows(db: Path, sweep: str | None) -> tuple[str, list[tuple[str, str]]]
                                                     "--grid stages.s3-direct.kd.weight=1,2.5,5,10 "
                                                     "--reuse")
     by_kd: dict[tuple, Run] = {}
-    for r in read(db, "SELECT run_id, seed, config FROM runs WHERE sweep_id = ?", [sweep]):
-        kd = stage_config(r["config"], "s3-direct").get("kd", {})
+    got = read(db, "SELECT run_id, seed, config FROM runs WHERE sweep_id = ?", [sweep])
+    if not got:
+        sys.exit(f"no run in sweep {sweep}")
+    if len({r["seed"] for r in got}) > 1:
+        sys.exit(f"sweep {sweep} has several seeds: the dev choice reads one seed's runs")
+    for r in got:
+        kd = stage_config(r["config"], "s3-direct", r["run_id"]).get("kd", {})
         key = tuple(float(kd.get(k, 1.0)) for k in STUDY_KD)
         by_kd[key] = Run(db, r["run_id"], r["seed"])
-    if not by_kd:
-        sys.exit(f"no run in sweep {sweep}")
     varied = [i for i, k in enumerate(STUDY_KD) if len({key[i] for key in by_kd}) > 1] or [0]
     names = [list(STUDY_KD)[i] for i in varied]
     lever = " and ".join(LEVERS[n] for n in names)
@@ -204,9 +213,8 @@ def lever_rows(db: Path, sweep: str | None) -> tuple[str, list[tuple[str, str]]]
         return ", ".join(f"{LEVERS[list(STUDY_KD)[i]]} {key[i]:g}" for i in varied)
 
     done = {k: r for k, r in by_kd.items() if r.has("eval-s3-direct-dev", "dev")}
-    rows = [("sweep", f"{sweep}: {lever} {', '.join(label(k).split(' ')[-1] for k in sorted(by_kd))}"
-                      f"; evaluated on dev: "
-                      f"{', '.join(label(k).split(' ')[-1] for k in sorted(done)) or 'none yet'}")]
+    rows = [("sweep", f"{sweep}: {'; '.join(label(k) for k in sorted(by_kd))}; evaluated on "
+                      f"dev: {'; '.join(label(k) for k in sorted(done)) or 'none yet'}")]
     study = tuple(STUDY_KD.values())
     base = done.get(study)
     for key, r in sorted(done.items()):
@@ -258,21 +266,38 @@ def horizon_rows(db: Path, sweep: str | None) -> list[tuple[str, str]]:
     arms = {"s3-direct": "eval-s3-direct-dev", "s3-scratch": "eval-s3-scratch-dev"}
     # (arm, updates) -> (run, its evaluate stage)
     at: dict[tuple[str, int], tuple[Run, str]] = {}
-    seed = None
-    for r in read(db, "SELECT run_id, seed, config FROM runs WHERE sweep_id = ?", [sweep]):
+    got = read(db, "SELECT run_id, seed, config FROM runs WHERE sweep_id = ?", [sweep])
+    if not got:
+        sys.exit(f"no run in sweep {sweep}")
+    if len({r["seed"] for r in got}) > 1:
+        sys.exit(f"sweep {sweep} has several seeds: the horizon reads one seed's runs")
+    seed = got[0]["seed"]
+    for r in got:
         run = Run(db, r["run_id"], r["seed"])
-        seed = r["seed"]
         for arm, ev in arms.items():
-            at[(arm, int(stage_config(r["config"], arm)["train"]["max_steps"]))] = (run, ev)
-    study = next((r for r in pick_runs(db, None, None) if r["seed"] == seed), None)
-    if study is not None:
-        cfg = read(db, "SELECT config FROM runs WHERE run_id = ?", [study["run_id"]])[0]["config"]
-        run = Run(db, study["run_id"], study["seed"])
-        for arm in arms:
-            n = int(stage_config(cfg, arm)["train"]["max_steps"])
-            at.setdefault((arm, n), (run, f"eval-{arm}"))
+            steps = stage_config(r["config"], arm, r["run_id"])["train"]["max_steps"]
+            at[(arm, int(steps))] = (run, ev)
+    # the study's own horizon: the stages experiments/seeds_horizon.toml has at the study's
+    # updates, found by identity (whichever run computed or reused them), never by run name
+    exp = load_experiment(ROOT / "experiments" / "seeds_horizon.toml")
+    hashes = stage_hashes(exp.model_copy(update={"seed": seed}))
+    refs = []
+    for arm in arms:
+        n = int(next(st for st in exp.stages if st.name == arm).train.max_steps)
+        if (arm, n) in at:
+            continue
+        hit = read(db, """SELECT s.run_id, r.seed FROM stages s JOIN runs r USING (run_id)
+                          WHERE s.name = ? AND s.stage_hash = ? AND s.state = 'done'
+                          ORDER BY r.created DESC""", [arm, hashes[arm]])
+        for h in hit:  # a run that also evaluated it on dev
+            run = Run(db, h["run_id"], h["seed"])
+            ev = next((e for e in (f"eval-{arm}", f"eval-{arm}-dev") if run.has(e, "dev")), None)
+            if ev:
+                at[(arm, n)] = (run, ev)
+                refs.append(run.run_id)
+                break
     rows = [("sweep", f"{sweep} (seed {seed}); the study's horizon from "
-                      f"{study['run_id'] if study else 'no seeds sweep'}")]
+                      f"{', '.join(dict.fromkeys(refs)) or 'no run yet'}")]
     for (arm, n), (run, ev) in sorted(at.items()):
         curve = ", ".join(f"{p['step']}: {p['wer']:.1f}" for p in probes(db, run.run_id, arm))
         rows.append((f"dev WER by update (100-utterance probes): {arm}, {n:,} updates",
@@ -335,12 +360,13 @@ def main() -> None:
     ap.add_argument("--sweep")
     ap.add_argument("--runs", nargs="+")
     ap.add_argument("--dry", action="store_true", help="print only; leave BENCHMARKS.md alone")
-    ap.add_argument("--beta", action="store_true",
-                    help="the KD weight or temperature on dev (a sweep of "
-                         "experiments/seeds_beta.toml) instead")
-    ap.add_argument("--horizon", action="store_true",
-                    help="the students' horizon on dev (a sweep of experiments/seeds_horizon.toml) "
-                         "instead")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--beta", action="store_true",
+                      help="the KD weight or temperature on dev (a sweep of "
+                           "experiments/seeds_beta.toml) instead")
+    mode.add_argument("--horizon", action="store_true",
+                      help="the students' horizon on dev (a sweep of "
+                           "experiments/seeds_horizon.toml) instead")
     a = ap.parse_args()
     db = lab_home() / "lab.duckdb"
     if a.beta or a.horizon:

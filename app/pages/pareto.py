@@ -64,12 +64,9 @@ with st.expander("Filters", expanded=bool(ui.param_list("runs") or ui.param_list
     keep_tags = f[2].multiselect("tags", all_tags, key="tag")
     show_old = st.checkbox(
         "show results of an older recipe or beam search", key="superseded",
-        help="evaluations of stages the current code would compute differently (a stage "
-             "identity that RECIPE_VERSION, SEARCH_VERSION or the sherpa-onnx format version "
-             "has moved on from): kept in the store, hidden by default, never reused")
-hidden_old = 0 if show_old else int(models["superseded"].sum())
-if not show_old:
-    models = models[~models["superseded"]]
+        help="evaluations of stages whose stored identity is not the one the current code "
+             "computes for their settings (RECIPE_VERSION, SEARCH_VERSION or the sherpa-onnx "
+             "format version has moved on): kept in the store, hidden by default, never reused")
 if keep_runs:  # the runs' own models and those they reused from other runs
     mine = data.run_stages(home, keep_runs)
     models = models[[(r, e) in mine or (r, m) in mine for r, e, m in
@@ -78,6 +75,9 @@ if keep_methods:
     models = models[models["method"].isin(keep_methods)]
 if keep_tags:
     models = models[[bool(set(tags.get(r, [])) & set(keep_tags)) for r in models["run_id"]]]
+hidden_old = 0 if show_old else int(models["superseded"].sum())
+if not show_old:
+    models = models[~models["superseded"].astype(bool)]
 models = pareto.with_front(models.reset_index(drop=True), x)
 missing = int(models[x].isna().sum())
 
@@ -90,7 +90,9 @@ ui.set_params(split=split, x=x, choice=choice, step=step, log="1" if log_x else 
 
 if models.empty:
     st.warning(f"No model has an evaluation on {split} for this choice"
-               + (f" at or before step {step}" if step is not None else "") + ".")
+               + (f" at or before step {step}" if step is not None else "")
+               + (f" ({hidden_old} computed by an older recipe or beam search are hidden: "
+                  f"Filters)" if hidden_old else "") + ".")
     st.stop()
 
 st.caption(f"{len(models)} models, {int(models['on_front'].sum())} on the front"

@@ -89,7 +89,8 @@ def yblank_kd_nodes(student_logits: Tensor, teacher3: Tensor, y: Tensor, has_y: 
     """3-way KD on nodes (B, T, N): student logits (B, T, N, V), the teacher already reduced to
     (B, T, N, 3) (``three_way`` of its logits / tau, under ``no_grad``), y / has_y / valid
     (B, T, N). Returns (B,), normalised per frame (``per_frame``), scaled by tau^2."""
-    s3 = three_way(student_logits.float() / temperature, y, has_y, blank)
+    s3 = three_way(student_logits if temperature == 1.0 else student_logits.float() / temperature,
+                   y, has_y, blank)
     return per_frame(_kl(teacher3.float(), s3), valid) * temperature ** 2
 
 
@@ -322,8 +323,9 @@ class Distiller(HoldsTeacher, nn.Module):
             band = pred_proj.gather(1, nodes.reshape(b, -1, 1).expand(-1, -1, j)).reshape(b, c, n, j)
             lg = t.join(enc_proj[:, z, None], band)
             if self.kd.loss == "yblank":
-                parts.append(three_way(lg.float() / self.kd.temperature, y[:, z], has_y[:, z],
-                                       t.cfg.blank))
+                tau = self.kd.temperature
+                parts.append(three_way(lg if tau == 1.0 else lg.float() / tau, y[:, z],
+                                       has_y[:, z], t.cfg.blank))
             else:
                 parts.append((lg.float() / self.kd.temperature).log_softmax(-1))
             del lg

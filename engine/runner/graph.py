@@ -42,6 +42,10 @@ RECIPE_VERSION = 2
 # it), and through their inputs that of every stage downstream
 SEARCH_VERSION = 2
 SEARCHING_KINDS = ("las_train", "las_distill", "finetune")
+# the 3-way KD ignored kd.temperature before 2026-12-05 (2: it divides both sides' logits by it):
+# a yblank stage with tau != 1 of older code trained at tau = 1 and must not be reused; tau = 1
+# identities do not carry it and are unchanged
+YBLANK_TEMPERATURE_VERSION = 2
 
 
 def stage_deps(exp: Experiment) -> dict[str, list[str]]:
@@ -73,6 +77,9 @@ def stage_hashes(exp: Experiment) -> dict[str, str]:
         key["recipe_version"] = RECIPE_VERSION  # the encoder's numerics or the recipe changed
         if st.kind in SEARCHING_KINDS or (st.kind == "evaluate" and st.decoding == "beam"):
             key["search_version"] = SEARCH_VERSION
+        kd = getattr(st, "kd", None)
+        if getattr(kd, "loss", None) == "yblank" and getattr(kd, "temperature", 1.0) != 1.0:
+            key["yblank_temperature"] = YBLANK_TEMPERATURE_VERSION
         if st.kind == "export" and st.format == "sherpa-onnx":
             key["format_version"] = SHERPA_FORMAT_VERSION  # a changed graph is a new artifact
         out[st.name] = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]

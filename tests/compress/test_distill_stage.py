@@ -28,12 +28,13 @@ def batch(vocab=32, b=3, t=160, u=6, seed=0):
 
 
 @pytest.mark.parametrize("loss", ["pruned", "full"])
-@pytest.mark.parametrize("kd", ["yblank", "full"])
-def test_a_student_equal_to_its_teacher_has_zero_kd(loss, kd):
+@pytest.mark.parametrize("kd,tau", [("yblank", 1.0), ("full", 1.0), ("yblank", 2.0)])
+def test_a_student_equal_to_its_teacher_has_zero_kd(loss, kd, tau):
+    # at any temperature: teacher and student posteriors are softened alike
     torch.manual_seed(0)
     teacher = build(preset("tiny", vocab_size=32, loss=loss, dropout=0.0))
     student = copy.deepcopy(teacher)
-    d = Distiller(student, teacher, KDConfig(loss=kd)).train()
+    d = Distiller(student, teacher, KDConfig(loss=kd, temperature=tau)).train()
     out = d(*batch())
     assert float(out["kd"]) == pytest.approx(0.0, abs=1e-3)
     out["loss"].backward()
@@ -173,3 +174,22 @@ def test_the_temperature_reaches_the_3_way_kd():
         default = float(Distiller(student, teacher, KDConfig()).eval()(*xs)["kd"])
     assert default == got[1.0] and got[2.0] > 0
     assert got[2.0] != pytest.approx(got[1.0], rel=1e-3)
+    # the Distiller's chunked teacher path against the whole-lattice function at tau = 2 is
+    # test_distill.py's direct computation plus test_a_student_equal_to_its_teacher_has_zero_kd
+
+
+def test_a_3_way_stage_with_a_temperature_is_never_one_of_older_code(monkeypatch):
+    # older code ignored tau in the 3-way KD: its tau != 1 stages trained at tau = 1, so their
+    # identity moves with YBLANK_TEMPERATURE_VERSION; tau = 1 and full-KD stages keep theirs
+    from engine.runner import graph
+
+    exp = load_experiment(ROOT / "experiments" / "seeds_beta.toml").model_dump()
+    exp["stages"][1]["kd"]["temperature"] = 2.0
+    exp = parse_experiment(exp)
+    base = load_experiment(ROOT / "experiments" / "seeds_beta.toml")
+    before = (graph.stage_hashes(exp), graph.stage_hashes(base))
+    monkeypatch.setattr(graph, "YBLANK_TEMPERATURE_VERSION", 1)
+    after = (graph.stage_hashes(exp), graph.stage_hashes(base))
+    assert {k for k in before[0] if before[0][k] != after[0][k]} == {
+        "s3-direct", "export-s3-direct", "eval-s3-direct-dev"}
+    assert before[1] == after[1]
