@@ -53,17 +53,31 @@ def test_a_seed_sweep_shares_the_teacher_and_retrains_every_headline_arm():
         assert h0[name] != h1[name], name  # each seed trains its own
 
 
-@pytest.mark.parametrize("dev_study,shared", [
-    ("seeds_beta.toml", ("teacher", "s3-direct", "export-s3-direct")),
-    ("seeds_horizon.toml", ("teacher", "s3-direct", "export-s3-direct", "s3-scratch",
-                            "export-s3-scratch"))])
+def _with(path: Path, *grid: str):
+    """The experiment at ``path`` with ``--grid``-style single-value overrides."""
+    from engine.config import toml_data
+    from engine.runner.graph import expand_grid, parse_grid
+
+    [(_, exp)] = expand_grid(toml_data(path.read_text(), str(path)), parse_grid(list(grid)),
+                             str(path))
+    return exp
+
+
+@pytest.mark.parametrize("dev_study,grid,shared", [
+    # the KD weight / temperature is chosen at the first study's 2,000 updates
+    ("seeds_beta.toml", ["stages.s3-direct.train.max_steps=6000"],
+     ("teacher", "s3-direct", "export-s3-direct")),
+    # the horizon sweep's 6,000-update arms are the study's own students
+    ("seeds_horizon.toml", ["stages.s3-direct.train.max_steps=6000",
+                            "stages.s3-scratch.train.max_steps=6000"],
+     ("teacher", "s3-direct", "export-s3-direct", "s3-scratch", "export-s3-scratch"))])
 def test_the_dev_studies_reuse_the_studys_teacher_and_students_and_never_see_a_test_set(
-        dev_study, shared):
-    # the KD weight / temperature sweep and the horizon sweep: at the study's values they are
-    # the study's own stages (so `--reuse` takes them), and nothing they choose reads a test set
+        dev_study, grid, shared):
+    # the dev sweeps, at the study's values, are the study's own stages (so `--reuse` takes
+    # them either way), and nothing they choose reads a test set
     study = stage_hashes(load_experiment(ROOT / "experiments" / "seeds.toml"))
     beta = load_experiment(ROOT / "experiments" / dev_study)
-    hashes = stage_hashes(beta)
+    hashes = stage_hashes(_with(ROOT / "experiments" / dev_study, *grid))
     for name in shared:
         assert hashes[name] == study[name], name
     for st in beta.stages:
