@@ -48,10 +48,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_data import report  # noqa: E402
 
-from engine.config import load_experiment  # noqa: E402
+from engine.config import load_experiment, toml_data  # noqa: E402
 from engine.evaluate import (UtteranceResult, corpus_wer, paired_bootstrap,  # noqa: E402
                              score_utterance)
-from engine.runner.graph import stage_hashes  # noqa: E402
+from engine.runner.graph import expand_grid, parse_grid, stage_hashes  # noqa: E402
 from engine.stages import lab_home  # noqa: E402
 from engine.store import read  # noqa: E402
 
@@ -226,16 +226,18 @@ def lever_rows(db: Path, sweep: str | None) -> tuple[str, list[tuple[str, str]]]
             line += (f"; against the study's {label(study)}: {d['delta']:+.1f} "
                      f"[{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}]")
         rows.append((f"dev: s3-direct, {label(key)}", line))
-    # the study's s3 from scratch (same seed, same updates) on the same dev utterances: what KD
-    # gains at each setting
-    seed = next(iter(by_kd.values())).seed
-    scratch = next((Run(db, r["run_id"], r["seed"]) for r in pick_runs(db, None, None)
-                    if r["seed"] == seed), None)
-    if scratch is not None and scratch.has("eval-s3-scratch", "dev"):
-        us = scratch.utterances("eval-s3-scratch", "dev")
+    # the study's s3 from scratch (same seed, same updates, found by identity) on the same dev
+    # utterances: what KD gains at each setting
+    first = got[0]
+    steps = int(stage_config(first["config"], "s3-direct", first["run_id"])["train"]["max_steps"])
+    found = scratch_at(db, first["seed"], steps)
+    if found is not None:
+        scratch, scratch_eval = found
+        us = scratch.utterances(scratch_eval, "dev")
         for key, r in sorted(done.items()):
             d = paired_bootstrap(us, r.utterances("eval-s3-direct-dev", "dev"))
-            rows.append((f"dev: s3-direct at {label(key)} - s3-scratch ({scratch.run_id})",
+            rows.append((f"dev: s3-direct at {label(key)} - s3-scratch, {steps:,} updates "
+                         f"({scratch.run_id})",
                          f"{corpus_wer(us):.1f}% -> {d['delta'] + corpus_wer(us):.1f}%: "
                          f"{d['delta']:+.1f} [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}]"))
     if done:
@@ -252,6 +254,31 @@ def probes(db: Path, run_id: str, stage: str) -> list[dict]:
         SELECT e.step, e.wer FROM src JOIN evals e ON e.run_id = src.src_run
             AND e.stage = src.src_stage
         WHERE e.split = 'dev' AND e.step IS NOT NULL ORDER BY e.step""", [run_id, stage])
+
+
+def evaluated_by_identity(db: Path, arm: str, stage_hash: str) -> tuple[Run, str] | None:
+    """A run holding the training stage ``arm`` with identity ``stage_hash`` (done) and an
+    evaluation of it on dev, newest first: (the run, its evaluate stage), whichever run computed
+    or reused it -- never found by run name, so it is the same model whatever ran since."""
+    hit = read(db, """SELECT s.run_id, r.seed FROM stages s JOIN runs r USING (run_id)
+                      WHERE s.name = ? AND s.stage_hash = ? AND s.state = 'done'
+                      ORDER BY r.created DESC""", [arm, stage_hash])
+    for h in hit:
+        run = Run(db, h["run_id"], h["seed"])
+        ev = next((e for e in (f"eval-{arm}", f"eval-{arm}-dev") if run.has(e, "dev")), None)
+        if ev:
+            return run, ev
+    return None
+
+
+def scratch_at(db: Path, seed: int, steps: int) -> tuple[Run, str] | None:
+    """s3 from scratch of the study's recipe at ``steps`` updates and ``seed``, evaluated on dev
+    (experiments/seeds_horizon.toml's s3-scratch, which is seeds.toml's at its horizon)."""
+    path = ROOT / "experiments" / "seeds_horizon.toml"
+    exp = expand_grid(toml_data(path.read_text(), str(path)),
+                      parse_grid([f"stages.s3-scratch.train.max_steps={steps}", f"seed={seed}"]),
+                      str(path))[0][1]
+    return evaluated_by_identity(db, "s3-scratch", stage_hashes(exp)["s3-scratch"])
 
 
 def horizon_rows(db: Path, sweep: str | None) -> list[tuple[str, str]]:
@@ -286,16 +313,10 @@ def horizon_rows(db: Path, sweep: str | None) -> list[tuple[str, str]]:
         n = int(next(st for st in exp.stages if st.name == arm).train.max_steps)
         if (arm, n) in at:
             continue
-        hit = read(db, """SELECT s.run_id, r.seed FROM stages s JOIN runs r USING (run_id)
-                          WHERE s.name = ? AND s.stage_hash = ? AND s.state = 'done'
-                          ORDER BY r.created DESC""", [arm, hashes[arm]])
-        for h in hit:  # a run that also evaluated it on dev
-            run = Run(db, h["run_id"], h["seed"])
-            ev = next((e for e in (f"eval-{arm}", f"eval-{arm}-dev") if run.has(e, "dev")), None)
-            if ev:
-                at[(arm, n)] = (run, ev)
-                refs.append(run.run_id)
-                break
+        found = evaluated_by_identity(db, arm, hashes[arm])
+        if found:
+            at[(arm, n)] = found
+            refs.append(found[0].run_id)
     rows = [("sweep", f"{sweep} (seed {seed}); the study's horizon from "
                       f"{', '.join(dict.fromkeys(refs)) or 'no run yet'}")]
     for (arm, n), (run, ev) in sorted(at.items()):
