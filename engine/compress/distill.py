@@ -49,13 +49,17 @@ def next_token(targets: Tensor, u1: int) -> Tensor:
 
 
 # ----- the 3-way posteriors ---------------------------------------------------------------------
-def three_way(logits: Tensor, y: Tensor, has_y: Tensor, blank: int = 0) -> Tensor:
-    """Log P(y), log P(blank), log P(rest) at each node, (..., 3), from joiner ``logits`` (..., V).
+def three_way(logits: Tensor, y: Tensor, has_y: Tensor, blank: int = 0,
+              temperature: float = 1.0) -> Tensor:
+    """Log P(y), log P(blank), log P(rest) at each node, (..., 3), from joiner ``logits`` (..., V)
+    divided by ``temperature``.
 
     ``y`` (...) is the next reference token, ``has_y`` (...) False where there is none (u = U):
     there P(y) is -inf and "rest" holds every non-blank token. Rest is a masked log-sum-exp
     (exact, no 1 - p cancellation)."""
     logits = logits.float()
+    if temperature != 1.0:  # no (..., V) copy at the paper's tau = 1
+        logits = logits / temperature
     norm = logits.logsumexp(-1)
     l_y = logits.gather(-1, y[..., None].clamp(min=0)).squeeze(-1)
     l_b = logits[..., blank]
@@ -89,8 +93,7 @@ def yblank_kd_nodes(student_logits: Tensor, teacher3: Tensor, y: Tensor, has_y: 
     """3-way KD on nodes (B, T, N): student logits (B, T, N, V), the teacher already reduced to
     (B, T, N, 3) (``three_way`` of its logits / tau, under ``no_grad``), y / has_y / valid
     (B, T, N). Returns (B,), normalised per frame (``per_frame``), scaled by tau^2."""
-    s3 = three_way(student_logits if temperature == 1.0 else student_logits.float() / temperature,
-                   y, has_y, blank)
+    s3 = three_way(student_logits, y, has_y, blank, temperature)
     return per_frame(_kl(teacher3.float(), s3), valid) * temperature ** 2
 
 
@@ -104,7 +107,7 @@ def yblank_kd(student_logits: Tensor, teacher_logits: Tensor, targets: Tensor,
     has_y = (u[None, :] < target_lengths[:, None])[:, None, :].expand(b, t_max, u1)
     valid = lattice_mask(logit_lengths, target_lengths, t_max, u1)
     with torch.no_grad():
-        teacher3 = three_way(teacher_logits.float() / temperature, y, has_y, blank)
+        teacher3 = three_way(teacher_logits, y, has_y, blank, temperature)
     return yblank_kd_nodes(student_logits, teacher3, y, has_y, valid, blank, temperature)
 
 
@@ -305,8 +308,8 @@ class Distiller(HoldsTeacher, nn.Module):
     def _teacher_nodes(self, t_enc: Tensor, tokens: Tensor, node_u: Tensor, y: Tensor,
                        has_y: Tensor, chunk_elems: int = 1 << 22) -> Tensor:
         """The teacher at the student's nodes (B, T, N), reduced as the KD needs it -- to the 3
-        posteriors of logits / tau (yblank) or to log_softmax(logits / tau) (full) -- a few frames at a time, so
-        its joiner output (B, T, N, V) is never held whole: 3-way KD costs O(T x N x 3) for the
+        posteriors of logits / tau (yblank) or to log_softmax(logits / tau) (full) -- a few
+        frames at a time, so its joiner output (B, T, N, V) is never held whole: 3-way KD costs O(T x N x 3) for the
         teacher beyond one chunk of about ``chunk_elems`` values."""
         t = self.teacher
         b, t_max, n = node_u.shape
@@ -323,9 +326,8 @@ class Distiller(HoldsTeacher, nn.Module):
             band = pred_proj.gather(1, nodes.reshape(b, -1, 1).expand(-1, -1, j)).reshape(b, c, n, j)
             lg = t.join(enc_proj[:, z, None], band)
             if self.kd.loss == "yblank":
-                tau = self.kd.temperature
-                parts.append(three_way(lg if tau == 1.0 else lg.float() / tau, y[:, z],
-                                       has_y[:, z], t.cfg.blank))
+                parts.append(three_way(lg, y[:, z], has_y[:, z], t.cfg.blank,
+                                       self.kd.temperature))
             else:
                 parts.append((lg.float() / self.kd.temperature).log_softmax(-1))
             del lg
