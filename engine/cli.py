@@ -656,7 +656,7 @@ def status_cmd(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Runs and their stages: state, progress, last metrics, errors."""
-    from engine.runner.client import status
+    from engine.runner.client import status, supervisor_info
 
     try:
         runs = status(_home(), run)
@@ -666,6 +666,11 @@ def status_cmd(
         typer.echo(json.dumps(runs[0] if run else runs, indent=2))
     elif runs:
         _print_status(runs)
+        live = [r["run_id"] for r in runs if r["state"] in ("queued", "running")]
+        if live and not supervisor_info(_home())["running"]:
+            typer.echo(f"no supervisor is running, so nothing above moves: `asrlab supervisor "
+                       f"start` carries on queued stages and `asrlab resume {live[0]}` also "
+                       f"restarts stages whose workers died with it (from their checkpoints)")
     elif not _home().exists():
         _fail(f"no lab at {_home()} (" + ("ASRLAB_HOME" if os.environ.get("ASRLAB_HOME") else
               "ASRLAB_HOME is unset, so ./lab") + "): set ASRLAB_HOME to your lab's folder, or "
@@ -715,10 +720,15 @@ ACTS_ON = {"cancel": ("queued", "running"), "resume": ("failed", "cancelled", "s
 def _run_command(op: str, run: str, stages: list[str] | None = None) -> list[str]:
     """Send ``op`` for the run's stages it applies to; returns their names. Fails (non-zero)
     naming the states when it applies to none: a finished run is not cancelled or resumed."""
-    from engine.runner.client import send, start_supervisor, status
+    from engine.runner.client import send, start_supervisor, status, supervisor_info
 
     try:
         st = status(_home(), run)[0]  # a run that exists
+        if not supervisor_info(_home())["running"]:
+            # after a crash or a reboot the store still says "running" for stages whose workers
+            # died with the machine: a new supervisor marks them failed (resumable) first
+            start_supervisor(_home(), timeout=120, ready=True)
+            st = status(_home(), run)[0]
         known = [s["name"] for s in st["stages"]]
         bad = sorted(set(stages or []) - set(known))
         if bad:

@@ -39,10 +39,14 @@ def supervisor_info(home: Path) -> dict:
             info = {}
     return {"pid": info.get("pid") if running else None, "running": running,
             "home": str(Path(home).resolve()), "started": info.get("started") if running else None,
-            "workers": info.get("workers"), "log": str(p["log"])}
+            "workers": info.get("workers"), "log": str(p["log"]),
+            "ready": bool(info.get("ready")) if running else False}
 
 
-def start_supervisor(home: Path, timeout: float = 30.0) -> dict:
+def start_supervisor(home: Path, timeout: float = 30.0, ready: bool = False) -> dict:
+    """Start the supervisor unless one runs. ``ready``: when this call starts it, wait too until
+    it has taken stock (workers that ended while no supervisor watched them marked failed, the
+    spools caught up, all of it in the store), so that what the caller reads next is current."""
     info = supervisor_info(home)
     if info["running"]:
         return info
@@ -59,10 +63,11 @@ def start_supervisor(home: Path, timeout: float = 30.0) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         info = supervisor_info(home)
-        if info["running"] and info["pid"]:
+        if info["running"] and info["pid"] and (info["ready"] or not ready):
             return info
         time.sleep(0.1)
-    raise EngineError(f"the supervisor did not start within {timeout:.0f} s; see {p['log']}")
+    what = "take stock of the lab" if info["running"] else "start"
+    raise EngineError(f"the supervisor did not {what} within {timeout:.0f} s; see {p['log']}")
 
 
 def stop_supervisor(home: Path, timeout: float = 30.0) -> dict:

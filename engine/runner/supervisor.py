@@ -145,6 +145,7 @@ class Supervisor:
         self.flush_delay = FLUSH_EVERY_S
         self.ray = None  # engine.runner.ray_executor.RayExecutor, on the first Ray stage
         self.ray_misses = 0  # polls in a row that Ray did not answer
+        self.info: dict = {}  # what main() wrote to supervisor.json; "ready" is added once
 
     # ----- start-up ----------------------------------------------------------------------------
     def load(self) -> None:
@@ -715,6 +716,17 @@ class Supervisor:
     def say(self, msg: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
 
+    def _mark_ready(self) -> None:
+        """Once the store holds what this supervisor found at start (stages whose workers ended
+        while none watched them marked failed, the spools caught up), say so in supervisor.json:
+        `asrlab resume` after a crash or a reboot waits for it before it reads the run."""
+        if self.info.get("ready") or self.dirty or self.writer.has_pending():
+            return
+        from engine.data.corpus import write_json_atomic
+
+        self.info["ready"] = True
+        write_json_atomic(self.paths["info"], self.info)
+
     def loop(self) -> None:
         while not self.stop:
             t0 = time.monotonic()
@@ -723,6 +735,7 @@ class Supervisor:
             self.ingest()
             self.schedule()
             self.flush(force=bool(self.done_commands))
+            self._mark_ready()
             time.sleep(max(0.0, TICK_S - (time.monotonic() - t0)))
         self.flush(force=True)
         if self.ray is not None:  # a detached lab actor keeps running its tasks
@@ -753,8 +766,9 @@ def main() -> int:
     signal.signal(signal.SIGINT, _stop)
     from engine.data.corpus import write_json_atomic
 
-    write_json_atomic(paths["info"], {"pid": os.getpid(), "started": time.time(),
-                                      "home": str(home), "workers": sup.workers})
+    sup.info = {"pid": os.getpid(), "started": time.time(), "home": str(home),
+                "workers": sup.workers}
+    write_json_atomic(paths["info"], sup.info)
     sup.say(f"supervisor {os.getpid()} for {home}: {sup.workers} worker(s), "
             + (f"{sup.fixed_threads} thread(s) each" if sup.fixed_threads else
                f"{sup.cores} cores shared out as stages start"))

@@ -127,6 +127,37 @@ def test_a_killed_supervisor_loses_nothing_and_its_successor_adopts_the_worker(l
     lab.assert_ingested_exactly_once(run_id)
 
 
+def test_resume_after_a_crash_that_took_the_supervisor_and_its_worker(lab):
+    """A reboot: supervisor and worker gone at once, the store still saying "running". `asrlab
+    resume` starts a supervisor, which marks the stage failed, and then resumes it."""
+    exp = lab.experiment(steps=160, checkpoint_every=20)
+    run_id = json.loads(lab.cli("run", str(exp), "--json"))["run_id"]
+    ckpts = lab.run_dir(run_id) / "model" / "checkpoints"
+    lab.wait_for(lambda: lab.stage(run_id, "model")["pid"], "training to start")
+    worker = lab.stage(run_id, "model")["pid"]
+    lab.wait_for(lambda: any(ckpts.glob("step-*.pt")), "a first checkpoint")
+    os.killpg(worker, signal.SIGSTOP)  # mid-stage however fast it trains
+    assert testing.is_worker(worker, run_id)
+    sup = json.loads(lab.cli("supervisor", "status", "--json"))["pid"]
+    os.kill(sup, signal.SIGKILL)
+    lab.wait_for(lambda: not json.loads(lab.cli("supervisor", "status", "--json"))["running"],
+                 "the supervisor to die")
+    os.killpg(worker, signal.SIGKILL)
+    from engine.runner.supervisor import _pid_alive  # a zombie left unreaped counts as dead
+
+    lab.wait_for(lambda: not _pid_alive(worker), "the worker to die")
+    assert lab.stage(run_id, "model")["state"] == "running"  # nobody told the store
+    assert "no supervisor is running, so nothing above moves" in lab.cli("status", run_id)
+
+    out = lab.cli("resume", run_id)
+    assert "model" in out, out
+    st = lab.wait(run_id)
+    assert st["state"] == "done", st
+    assert lab.stage(run_id, "model")["attempt"] == 2
+    assert "resumed from" in lab.cli("logs", run_id, "model")
+    lab.assert_ingested_exactly_once(run_id)
+
+
 def test_a_reader_holding_the_store_delays_the_supervisor_and_loses_nothing(lab):
     exp = lab.experiment(steps=60)
     run_id = json.loads(lab.cli("run", str(exp), "--json"))["run_id"]
