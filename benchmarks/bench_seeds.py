@@ -167,8 +167,19 @@ def compare(runs: list[Run], a: str, b: str, split: str, a_first: bool = False,
             "a": statistics.mean(p["a"] for p in per), "b": statistics.mean(p["b"] for p in per)}
 
 
-STUDY_KD = {"weight": 1.0, "temperature": 1.0}  # experiments/seeds.toml's s3-direct [stages.kd]
-LEVERS = {"weight": "KD weight", "temperature": "KD temperature"}
+# experiments/seeds.toml's s3-direct [stages.kd], each key's value where a run leaves it out
+STUDY_KD = {"weight": 1.0, "temperature": 1.0, "schedule": "constant", "final_weight": 0.0}
+LEVERS = {"weight": "KD weight", "temperature": "KD temperature", "schedule": "KD schedule",
+          "final_weight": "final KD weight"}
+
+
+def kd_key(kd: dict) -> tuple:
+    """A run's s3-direct KD setting as a tuple in STUDY_KD's order (its defaults filled in)."""
+    return tuple(type(v)(kd[k]) if kd.get(k) is not None else v for k, v in STUDY_KD.items())
+
+
+def kd_value(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
 
 
 def newest_sweep(db: Path, experiment: str, command: str) -> str:
@@ -189,7 +200,7 @@ def stage_config(run_config: str, name: str, run_id: str) -> dict:
 
 def lever_rows(db: Path, sweep: str | None) -> tuple[str, list[tuple[str, str]]]:
     """Dev WER of s3-direct per KD setting (a sweep of experiments/seeds_beta.toml over its
-    weight or temperature), each against the study's setting on the same dev utterances, what
+    weight, temperature or schedule), each against the study's setting on the same dev utterances, what
     KD gains over the same seed's s3 from scratch at each, and the setting dev picks. Returns
     the lever's name and the rows."""
     sweep = sweep or newest_sweep(db, "seeds-beta", "asrlab sweep experiments/seeds_beta.toml "
@@ -203,14 +214,13 @@ def lever_rows(db: Path, sweep: str | None) -> tuple[str, list[tuple[str, str]]]
         sys.exit(f"sweep {sweep} has several seeds: the dev choice reads one seed's runs")
     for r in got:
         kd = stage_config(r["config"], "s3-direct", r["run_id"]).get("kd", {})
-        key = tuple(float(kd.get(k, 1.0)) for k in STUDY_KD)
-        by_kd[key] = Run(db, r["run_id"], r["seed"])
+        by_kd[kd_key(kd)] = Run(db, r["run_id"], r["seed"])
     varied = [i for i, k in enumerate(STUDY_KD) if len({key[i] for key in by_kd}) > 1] or [0]
     names = [list(STUDY_KD)[i] for i in varied]
     lever = " and ".join(LEVERS[n] for n in names)
 
     def label(key: tuple) -> str:
-        return ", ".join(f"{LEVERS[list(STUDY_KD)[i]]} {key[i]:g}" for i in varied)
+        return ", ".join(f"{LEVERS[list(STUDY_KD)[i]]} {kd_value(key[i])}" for i in varied)
 
     done = {k: r for k, r in by_kd.items() if r.has("eval-s3-direct-dev", "dev")}
     rows = [("sweep", f"{sweep}: {'; '.join(label(k) for k in sorted(by_kd))}; evaluated on "
@@ -383,7 +393,7 @@ def main() -> None:
     ap.add_argument("--dry", action="store_true", help="print only; leave BENCHMARKS.md alone")
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--beta", action="store_true",
-                      help="the KD weight or temperature on dev (a sweep of "
+                      help="the KD weight, temperature or schedule on dev (a sweep of "
                            "experiments/seeds_beta.toml) instead")
     mode.add_argument("--horizon", action="store_true",
                       help="the students' horizon on dev (a sweep of "

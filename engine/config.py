@@ -261,11 +261,25 @@ class KDConfig(_Strict):
     temperature: float = Field(1.0, gt=0.0, description="tau: both losses' posteriors come from "
                                                           "logits / tau; the term is scaled by "
                                                           "tau^2")
+    schedule: Literal["constant", "linear", "cosine"] = Field(
+        "constant", description="how beta moves over the stage's updates: constant, or from "
+                                "weight at the first update to final_weight at max_steps, "
+                                "linearly or along a half cosine (the layerwise gamma stays)")
+    final_weight: float | None = Field(
+        None, ge=0.0, description="beta at max_steps with a linear or cosine schedule "
+                                  "(default 0: the teacher's pull fades out)")
     layerwise_weight: float = Field(0.0, ge=0.0, description="gamma: weight of layerwise KD")
     layerwise_distance: Literal["mse", "l1-cosine"] = "mse"
     layer_map: list[int] | None = Field(
         None, description="student block matched to each teacher block (-1: none); default "
                           "by relative depth")
+
+    @model_validator(mode="after")
+    def _schedule_needs_its_end(self):
+        if self.final_weight is not None and self.schedule == "constant":
+            raise ValueError(f"final_weight = {self.final_weight} needs schedule = \"linear\" "
+                             f"or \"cosine\" (with schedule = \"constant\" beta stays weight)")
+        return self
 
 
 class DistillStage(_DataParallel):

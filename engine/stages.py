@@ -170,11 +170,14 @@ def run_distill(stage: DistillStage, ctx: Context) -> dict:
 
     student = new_model(stage, ctx)
     teacher, _ = model_of_stage(ctx, stage.name, stage.teacher)
+    kd = stage.kd
+    sched = (f" ({kd.schedule} to {kd.final_weight or 0.0} at step {stage.train.max_steps})"
+             if kd.schedule != "constant" else "")
+    layer = (f", layerwise {kd.layerwise_distance} x {kd.layerwise_weight}"
+             if kd.layerwise_weight else "")
     ctx.log(f"{stage.name}: distilling {stage.model.preset} from {stage.teacher} "
-            f"({sum(p.numel() for p in teacher.parameters()):,} parameters), KD {stage.kd.loss} "
-            f"x {stage.kd.weight}" + (f", layerwise {stage.kd.layerwise_distance} x "
-                                      f"{stage.kd.layerwise_weight}"
-                                      if stage.kd.layerwise_weight else ""))
+            f"({sum(p.numel() for p in teacher.parameters()):,} parameters), KD {kd.loss} "
+            f"x {kd.weight}{sched}{layer}")
     return fit(stage, ctx, Distiller(student, teacher, stage.kd))
 
 

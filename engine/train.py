@@ -103,6 +103,10 @@ class Trainer:
         self.model, self.cuts, self.cfg, self.out, self.seed = model, cuts, cfg, Path(out), seed
         # what is trained and saved: the model itself, or the student inside a distiller
         self.student: Transducer = getattr(model, "student", model)
+        # modules that move something with training progress (a distiller's KD schedule) and
+        # modules that log figures of their own (a pruner's sparsity, the scheduled KD weight)
+        self.scheduled = [m for m in model.modules() if callable(getattr(m, "set_progress", None))]
+        self.reporting = [m for m in model.modules() if callable(getattr(m, "metrics", None))]
         self.on_metrics = on_metrics
         self.on_step = on_step  # after each update, outside the timed training seconds
         self.log = log or (lambda line: None)
@@ -315,6 +319,8 @@ class Trainer:
             batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v
                      for k, v in batch.items()}
         warm = self.cfg.loss_warmup_steps
+        for m in self.scheduled:
+            m.set_progress(self.progress.step, self.cfg.max_steps)
         with devices.autocast(self.device, self.cfg.precision):
             out = self.forward(batch["features"], batch["feature_lens"], batch["tokens"],
                                batch["token_lens"],
@@ -388,8 +394,8 @@ class Trainer:
         for k in EXTRA_TERMS:
             if k in w:
                 row[k] = w[k] / max(w["tokens"], 1)
-        if hasattr(self.model, "metrics"):  # e.g. a pruner's target and reached sparsity
-            row.update(self.model.metrics())
+        for m in self.reporting:  # e.g. a pruner's target and reached sparsity, the KD weight
+            row.update(m.metrics())
         self._log(row)
 
     def _final_model(self) -> Path:

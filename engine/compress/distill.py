@@ -26,6 +26,8 @@ frame); summed over nodes, beta was (U+1)/S times stronger on the whole lattice.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -224,6 +226,19 @@ class HoldsTeacher:
         return self
 
 
+def kd_weight_at(kd, step: int, total: int) -> float:
+    """beta after ``step`` of ``total`` updates under ``kd.schedule``: ``kd.weight`` throughout
+    (constant), or moving from it to ``kd.final_weight`` (default 0) linearly or along a half
+    cosine, then holding there."""
+    if kd.schedule == "constant" or total <= 0:
+        return kd.weight
+    end = kd.final_weight if kd.final_weight is not None else 0.0
+    frac = min(max(step / total, 0.0), 1.0)
+    if kd.schedule == "linear":
+        return kd.weight + (end - kd.weight) * frac
+    return end + (kd.weight - end) * 0.5 * (1.0 + math.cos(math.pi * frac))
+
+
 class Distiller(HoldsTeacher, nn.Module):
     """Trains ``student`` (a Transducer) against a frozen ``teacher``: the student's own
     transducer loss (and CTC) + beta x output KD on the student's lattice nodes (the pruned
@@ -233,6 +248,7 @@ class Distiller(HoldsTeacher, nn.Module):
     def __init__(self, student, teacher, kd) -> None:
         super().__init__()
         self.student, self.kd = student, kd
+        self.beta = kd.weight  # the output KD's weight now; the trainer moves it (set_progress)
         teacher = teacher.eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
@@ -251,6 +267,16 @@ class Distiller(HoldsTeacher, nn.Module):
     @property
     def teacher(self):
         return self._teacher
+
+    def set_progress(self, step: int, total: int) -> None:
+        """Called by the trainer before each update (and so after a resume too)."""
+        self.beta = kd_weight_at(self.kd, step, total)
+
+    def metrics(self) -> dict:
+        """beta, logged beside the losses when a schedule moves it."""
+        if self.kd.loss == "none" or self.kd.schedule == "constant":
+            return {}
+        return {"kd_weight": round(self.beta, 6)}
 
     def config(self):
         return self.student.config()
@@ -274,7 +300,7 @@ class Distiller(HoldsTeacher, nn.Module):
         if kd.loss != "none":
             out["kd"] = self._output_kd(logits, node_u, enc_lens, t_enc, tokens,
                                         token_lens).sum()
-            out["loss"] = out["loss"] + kd.weight * out["kd"]
+            out["loss"] = out["loss"] + self.beta * out["kd"]
         if self.maps is not None:
             t_lens_b = block_lengths(self.teacher, x_lens, t_lens)
             for s_i, t_i in self.maps.pairs:

@@ -193,3 +193,58 @@ def test_a_3_way_stage_with_a_temperature_is_never_one_of_older_code(monkeypatch
     assert {k for k in before[0] if before[0][k] != after[0][k]} == {
         "s3-direct", "export-s3-direct", "eval-s3-direct-dev"}
     assert before[1] == after[1]
+
+
+def test_kd_schedules_move_beta_from_weight_to_final_weight():
+    from engine.compress.distill import kd_weight_at
+
+    const = KDConfig(weight=2.0)
+    assert [kd_weight_at(const, s, 10) for s in (0, 5, 10)] == [2.0, 2.0, 2.0]
+    lin = KDConfig(weight=2.0, schedule="linear")
+    assert [kd_weight_at(lin, s, 10) for s in (0, 5, 10, 15)] == [2.0, 1.0, 0.0, 0.0]
+    cos = KDConfig(weight=1.0, schedule="cosine", final_weight=3.0)
+    assert [kd_weight_at(cos, s, 10) for s in (0, 5, 10)] == pytest.approx([1.0, 2.0, 3.0])
+    assert kd_weight_at(cos, 2, 10) < 1.5  # slow at first, unlike linear's 1.4
+
+
+def test_the_distiller_weighs_its_kd_term_with_the_scheduled_beta():
+    torch.manual_seed(0)
+    teacher = build(preset("tiny", vocab_size=32, dropout=0.0))
+    torch.manual_seed(1)
+    student = build(preset("tiny", vocab_size=32, dropout=0.0))
+    d = Distiller(student, teacher, KDConfig(weight=3.0, schedule="linear", final_weight=1.0))
+    d.train()
+    d.set_progress(0, 10)
+    start = d(*batch())
+    d.set_progress(10, 10)
+    end = d(*batch())
+    assert float(start["kd"].detach()) > 0
+    assert float(start["kd"].detach()) == pytest.approx(float(end["kd"].detach()))
+    assert float((start["loss"] - end["loss"]).detach()) == pytest.approx(
+        2.0 * float(start["kd"].detach()), rel=1e-4)
+    assert d.metrics() == {"kd_weight": 1.0}
+
+
+def test_a_final_weight_without_a_schedule_is_refused():
+    base = {"name": "x", "stages": [
+        {"kind": "train", "name": "t"},
+        {"kind": "distill", "name": "s", "teacher": "t", "kd": {"final_weight": 0.5}}]}
+    with pytest.raises(ConfigError, match=r"stages\[1\].kd: .*final_weight = 0.5 needs schedule"):
+        parse_experiment(base)
+
+
+def test_a_distill_stage_logs_its_scheduled_kd_weight_step_by_step(tiny, tmp_path):
+    from engine.stages import run_experiment
+
+    exp = load_experiment(ROOT / "experiments" / "tiny_progressive.toml").model_dump()
+    exp["data"]["corpus"] = str(tiny)
+    exp["stages"] = [s for s in exp["stages"] if s["name"] in ("teacher", "s1")]
+    exp["stages"][0]["train"]["max_steps"] = 4
+    exp["stages"][1]["kd"].update(weight=2.0, schedule="linear", final_weight=0.0)
+    lines = []
+    run_experiment(parse_experiment(exp), tmp_path, progress=False, log=lines.append)
+    rows = [json.loads(l) for l in (tmp_path / "s1" / "metrics.jsonl").read_text().splitlines()]
+    got = [(r["step"], r["kd_weight"]) for r in rows if "kd_weight" in r]
+    # logged after update s, which was taken with beta at step s - 1 of 20
+    assert got == [(s, pytest.approx(2.0 * (1 - (s - 1) / 20))) for s in (5, 10, 15, 20)], got
+    assert any("KD yblank x 2.0 (linear to 0.0 at step 20)" in line for line in lines), lines
