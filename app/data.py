@@ -13,7 +13,6 @@ them counts: the final one, the best on dev, or the one at step N.
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 
@@ -21,7 +20,6 @@ import pandas as pd
 
 from engine.evaluate import UtteranceResult, paired_bootstrap
 from engine.runner import client
-from engine.runner.graph import superseded_stages
 from engine.runner.supervisor import lab_paths
 from engine.store import read
 
@@ -243,19 +241,7 @@ def superseded(home: Path) -> set[tuple[str, str]]:
     """(run_id, stage) of every stage the current code would not compute as it was computed (an
     older recipe, beam search or export format: ``engine.runner.graph.superseded_stages``);
     their evaluations stay in the store but are no longer what the lab's code measures."""
-    rows = read(db_path(home), """
-        SELECT r.run_id, any_value(r.config) AS config, list(s.name) AS names,
-               list(s.stage_hash) AS hashes
-        FROM runs r JOIN stages s USING (run_id) GROUP BY r.run_id""")
-    return {(r["run_id"], name) for r in rows
-            for name in _superseded(r["config"], tuple(zip(r["names"], r["hashes"])))}
-
-
-@functools.lru_cache(maxsize=4096)
-def _superseded(config: str | None, stored: tuple) -> frozenset[str]:
-    # a pure function of a run's config and stored identities (no connection is cached): each
-    # rerun of a page parses and hashes only runs it has not seen in this form
-    return frozenset(superseded_stages(config, dict(stored)))
+    return client.superseded(home)
 
 
 def corpora(models: pd.DataFrame) -> list[str]:

@@ -556,7 +556,11 @@ def _print_results(rows: list[dict]) -> None:
         typer.echo(f"{r['run_id']:<34} {r['stage']:<10} {r['step']:>6} {r['split']:<11} "
                    f"{r['wer']:>7.2f} "
                    f"{ci:>15} {r['params'] or 0:>10,} {r['bytes'] or 0:>11,} "
-                   f"{(r['macs_per_second'] or 0) / 1e6:>8.1f} {r['rtf'] or 0:>7.4f}")
+                   f"{(r['macs_per_second'] or 0) / 1e6:>8.1f} {r['rtf'] or 0:>7.4f}"
+                   + ("  superseded" if r.get("superseded") else ""))
+    if any(r.get("superseded") for r in rows):
+        typer.echo("superseded: computed by an older recipe, beam search or export format than "
+                   "this code's; `--reuse` would not return it (rerun the run's experiment)")
 
 
 def _wait(run_ids: list[str]) -> str:
@@ -724,9 +728,9 @@ def _run_command(op: str, run: str, stages: list[str] | None = None) -> list[str
 
     try:
         st = status(_home(), run)[0]  # a run that exists
-        if not supervisor_info(_home())["running"]:
+        if op == "resume" and not supervisor_info(_home())["ready"]:
             # after a crash or a reboot the store still says "running" for stages whose workers
-            # died with the machine: a new supervisor marks them failed (resumable) first
+            # died with the machine: a (new) supervisor marks them failed, resumable, first
             start_supervisor(_home(), timeout=120, ready=True)
             st = status(_home(), run)[0]
         known = [s["name"] for s in st["stages"]]

@@ -263,11 +263,12 @@ class KDConfig(_Strict):
                                                           "tau^2")
     schedule: Literal["constant", "linear", "cosine"] = Field(
         "constant", description="how beta moves over the stage's updates: constant, or from "
-                                "weight at the first update to final_weight at max_steps, "
+                                "weight at the first update to final_weight at the stage's "
+                                "last update (max_steps, + finetune_steps for prune_l0), "
                                 "linearly or along a half cosine (the layerwise gamma stays)")
-    final_weight: float | None = Field(
-        None, ge=0.0, description="beta at max_steps with a linear or cosine schedule "
-                                  "(default 0: the teacher's pull fades out)")
+    final_weight: float = Field(
+        0.0, ge=0.0, description="beta at the stage's last update with a linear or cosine "
+                                 "schedule (0: the teacher's pull fades out)")
     layerwise_weight: float = Field(0.0, ge=0.0, description="gamma: weight of layerwise KD")
     layerwise_distance: Literal["mse", "l1-cosine"] = "mse"
     layer_map: list[int] | None = Field(
@@ -276,9 +277,12 @@ class KDConfig(_Strict):
 
     @model_validator(mode="after")
     def _schedule_needs_its_end(self):
-        if self.final_weight is not None and self.schedule == "constant":
+        if self.final_weight and self.schedule == "constant":
             raise ValueError(f"final_weight = {self.final_weight} needs schedule = \"linear\" "
                              f"or \"cosine\" (with schedule = \"constant\" beta stays weight)")
+        if self.schedule != "constant" and self.loss == "none":
+            raise ValueError(f"schedule = \"{self.schedule}\" moves the output KD's weight, and "
+                             f"loss = \"none\" has no output KD")
         return self
 
 

@@ -171,7 +171,7 @@ def run_distill(stage: DistillStage, ctx: Context) -> dict:
     student = new_model(stage, ctx)
     teacher, _ = model_of_stage(ctx, stage.name, stage.teacher)
     kd = stage.kd
-    sched = (f" ({kd.schedule} to {kd.final_weight or 0.0} at step {stage.train.max_steps})"
+    sched = (f" ({kd.schedule} to {kd.final_weight} at step {stage.train.max_steps})"
              if kd.schedule != "constant" else "")
     layer = (f", layerwise {kd.layerwise_distance} x {kd.layerwise_weight}"
              if kd.layerwise_weight else "")
@@ -476,7 +476,8 @@ def fit(stage, ctx: Context, trained, out: Path | None = None, limits=None, step
             shutil.rmtree(probe, ignore_errors=True)
 
     trainer = Trainer(trained, cuts, tok, limits, out, seed=ctx.exp.seed_of(stage),
-                      on_metrics=on_metrics, log=ctx.log, on_step=on_step)
+                      on_metrics=on_metrics, log=ctx.log, on_step=on_step,
+                      span=(step_offset, total_steps))
     path = trainer.run()
     if bar is not None:
         bar.close()

@@ -99,7 +99,12 @@ class Trainer:
                  out: Path, seed: int = 0,
                  on_metrics: Callable[[dict], None] | None = None,
                  log: Callable[[str], None] | None = None,
-                 on_step: Callable[[int], None] | None = None) -> None:
+                 on_step: Callable[[int], None] | None = None,
+                 span: tuple[int, int] | None = None) -> None:
+        """``span``: (updates before this run, updates of the whole stage) for what moves with
+        the stage's progress (a KD schedule), when this run is a later phase of a stage (a
+        pruned model's fine-tuning); default (0, ``cfg.max_steps``)."""
+        self.span = span or (0, cfg.max_steps)
         self.model, self.cuts, self.cfg, self.out, self.seed = model, cuts, cfg, Path(out), seed
         # what is trained and saved: the model itself, or the student inside a distiller
         self.student: Transducer = getattr(model, "student", model)
@@ -320,7 +325,7 @@ class Trainer:
                      for k, v in batch.items()}
         warm = self.cfg.loss_warmup_steps
         for m in self.scheduled:
-            m.set_progress(self.progress.step, self.cfg.max_steps)
+            m.set_progress(self.span[0] + self.progress.step, self.span[1])
         with devices.autocast(self.device, self.cfg.precision):
             out = self.forward(batch["features"], batch["feature_lens"], batch["tokens"],
                                batch["token_lens"],

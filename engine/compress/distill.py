@@ -228,11 +228,11 @@ class HoldsTeacher:
 
 def kd_weight_at(kd, step: int, total: int) -> float:
     """beta after ``step`` of ``total`` updates under ``kd.schedule``: ``kd.weight`` throughout
-    (constant), or moving from it to ``kd.final_weight`` (default 0) linearly or along a half
+    (constant), or moving from it to ``kd.final_weight`` linearly or along a half
     cosine, then holding there."""
     if kd.schedule == "constant" or total <= 0:
         return kd.weight
-    end = kd.final_weight if kd.final_weight is not None else 0.0
+    end = kd.final_weight
     frac = min(max(step / total, 0.0), 1.0)
     if kd.schedule == "linear":
         return kd.weight + (end - kd.weight) * frac

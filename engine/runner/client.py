@@ -4,6 +4,7 @@ short read-only connections."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -48,8 +49,15 @@ def start_supervisor(home: Path, timeout: float = 30.0, ready: bool = False) -> 
     it has taken stock (workers that ended while no supervisor watched them marked failed, the
     spools caught up, all of it in the store), so that what the caller reads next is current."""
     info = supervisor_info(home)
-    if info["running"]:
+    if info["running"] and (info["ready"] or not ready):
         return info
+    if info["running"]:  # started a moment ago, by another command: wait for it to be ready
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and info["running"] and not info["ready"]:
+            time.sleep(0.1)
+            info = supervisor_info(home)
+        if info["running"]:  # ready, or older code that never says so: go on with it
+            return info
     p = lab_paths(home)
     p["home"].mkdir(parents=True, exist_ok=True)
     p["info"].unlink(missing_ok=True)
@@ -235,9 +243,36 @@ def results(home: Path, run_id: str | None = None) -> list[dict]:
                e.macs_per_second, e.rtf
         FROM evals e JOIN runs r USING (run_id) {where}
         ORDER BY r.created, e.stage, e.step, e.split""", params)
+    old = superseded(home, {r["run_id"] for r in rows})
     for r in rows:
         r["wer_ci"] = [r.pop("wer_lo"), r.pop("wer_hi")]
+        r["superseded"] = (r["run_id"], r["stage"]) in old or (r["run_id"], r["model_stage"]) in old
     return rows
+
+
+def superseded(home: Path, run_ids: set[str] | None = None) -> set[tuple[str, str]]:
+    """(run_id, stage) of the stages (of ``run_ids``, default every run) that the current code
+    would not compute as they were computed: an older recipe, beam search or export format
+    (``engine.runner.graph.superseded_stages``). Their results stay, marked."""
+    if run_ids is not None and not run_ids:
+        return set()
+    where, params = ("WHERE r.run_id IN (SELECT unnest(?))", [sorted(run_ids)]) \
+        if run_ids is not None else ("", [])
+    rows = read(lab_paths(home)["db"], f"""
+        SELECT r.run_id, any_value(r.config) AS config, list(s.name) AS names,
+               list(s.stage_hash) AS hashes
+        FROM runs r JOIN stages s USING (run_id) {where} GROUP BY r.run_id""", params)
+    return {(r["run_id"], name) for r in rows
+            for name in _superseded(r["config"], tuple(zip(r["names"], r["hashes"])))}
+
+
+@functools.lru_cache(maxsize=4096)
+def _superseded(config: str | None, stored: tuple) -> frozenset[str]:
+    # a pure function of a run's config and stored identities (no connection is cached): a
+    # long-lived caller (the explorer) parses and hashes only runs it has not seen in this form
+    from engine.runner.graph import superseded_stages
+
+    return frozenset(superseded_stages(config, dict(stored)))
 
 
 def log_files(home: Path, run_id: str, stage: str | None = None) -> list[Path]:

@@ -496,6 +496,13 @@ def test_results_of_an_older_beam_search_are_marked_and_hidden(tmp_path, monkeyp
     w.flush()
     monkeypatch.setenv("ASRLAB_HOME", str(home))
     assert data.superseded(home) == {("old", n) for n in changed}
+    # `asrlab results` marks the same ones
+    from engine.runner import client
+
+    assert {(r["run_id"], r["stage"]): r["superseded"] for r in client.results(home)} == {
+        ("old", "eval"): False, ("old", "eval-teacher-las"): True,
+        ("new", "eval"): False, ("new", "eval-teacher-las"): False}
+    assert [r["superseded"] for r in client.results(home, "old")] == [False, True]
     models = data.models(home, "test-clean")
     assert dict(zip(models["model"], models["superseded"])) == {
         "old/eval/10": False, "old/eval-teacher-las/10": True,

@@ -231,6 +231,9 @@ def test_a_final_weight_without_a_schedule_is_refused():
         {"kind": "distill", "name": "s", "teacher": "t", "kd": {"final_weight": 0.5}}]}
     with pytest.raises(ConfigError, match=r"stages\[1\].kd: .*final_weight = 0.5 needs schedule"):
         parse_experiment(base)
+    base["stages"][1]["kd"] = {"loss": "none", "schedule": "cosine"}
+    with pytest.raises(ConfigError, match=r"stages\[1\].kd: .*loss = \"none\" has no output KD"):
+        parse_experiment(base)
 
 
 def test_a_distill_stage_logs_its_scheduled_kd_weight_step_by_step(tiny, tmp_path):
@@ -246,5 +249,6 @@ def test_a_distill_stage_logs_its_scheduled_kd_weight_step_by_step(tiny, tmp_pat
     rows = [json.loads(l) for l in (tmp_path / "s1" / "metrics.jsonl").read_text().splitlines()]
     got = [(r["step"], r["kd_weight"]) for r in rows if "kd_weight" in r]
     # logged after update s, which was taken with beta at step s - 1 of 20
-    assert got == [(s, pytest.approx(2.0 * (1 - (s - 1) / 20))) for s in (5, 10, 15, 20)], got
+    assert got == [(s, pytest.approx(2.0 * (1 - (s - 1) / 20), abs=1e-5))
+                   for s in (5, 10, 15, 20)], got
     assert any("KD yblank x 2.0 (linear to 0.0 at step 20)" in line for line in lines), lines

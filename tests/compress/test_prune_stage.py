@@ -164,3 +164,25 @@ def test_a_killed_l0_stage_resumes_to_the_same_pruned_model(tiny, tmp_path):
     assert a.config() == b.config()
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(x, y), name
+
+
+def test_an_l0_stage_that_fine_tunes_keeps_its_kd_schedule_across_both_phases(tiny, tmp_path):
+    """beta falls over the whole stage, pruning and fine-tuning, not twice."""
+    text = _l0_experiment(tmp_path / "l0.toml", tiny).read_text()
+    text += '[stages.kd]\nloss = "yblank"\nweight = 2.0\nschedule = "linear"\n'
+    text = text.replace("finetune_steps = 6", "finetune_steps = 6\nmask_every = 1000")
+    exp = parse_experiment(__import__("tomllib").loads(text))
+    run_experiment(exp, tmp_path / "out", progress=False, log=lambda s: None)
+
+    def logged(folder: Path) -> list:
+        rows = [json.loads(l) for l in (folder / "metrics.jsonl").read_text().splitlines()]
+        return [(r["step"], r["kd_weight"]) for r in rows]
+
+    total = 30 + 6
+    prune = logged(tmp_path / "out" / "l0")
+    tune = logged(tmp_path / "out" / "l0" / "finetune")
+    # logged after update s of its phase, taken with beta at the stage's update offset + s - 1
+    assert prune == [(s, pytest.approx(2.0 * (1 - (s - 1) / total), abs=1e-5))
+                     for s in range(2, 31, 2)]
+    assert [w for _, w in tune] == [pytest.approx(2.0 * (1 - (30 + s - 1) / total), abs=1e-5)
+                                    for s, _ in tune] and tune

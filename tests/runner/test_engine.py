@@ -149,7 +149,7 @@ def test_resume_after_a_crash_that_took_the_supervisor_and_its_worker(lab):
     assert lab.stage(run_id, "model")["state"] == "running"  # nobody told the store
     assert "no supervisor is running, so nothing above moves" in lab.cli("status", run_id)
 
-    out = lab.cli("resume", run_id)
+    out = lab.cli("resume", run_id, timeout=300)  # beyond its own wait for the supervisor
     assert "model" in out, out
     st = lab.wait(run_id)
     assert st["state"] == "done", st
