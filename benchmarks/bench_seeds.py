@@ -461,6 +461,13 @@ def main() -> None:
         rows.append((f"{split}: 2. two-pass: teacher-las second pass - its first pass",
                      fmt(compare(runs, "eval-teacher-las", "eval-teacher-las", split,
                                  a_first=True))))
+        rows.append((f"{split}: 2. two-pass: s3-las (stage 2, frozen encoder) second pass - its "
+                     f"first pass",
+                     fmt(compare(runs, "eval-s3-las", "eval-s3-las", split, a_first=True))))
+        rows.append((f"{split}: 2. two-pass: s3-las second pass - the teacher's second pass",
+                     fmt(compare(runs, "eval-teacher-las", "eval-s3-las", split))))
+        rows.append((f"{split}: 2. two-pass: s3-deep (stage 3, deep finetuning) - s3-las",
+                     fmt(compare(runs, "eval-s3-las", "eval-s3-deep", split))))
         rows.append((f"{split}: 2. two-pass: s3-deep second pass - its first pass",
                      fmt(compare(runs, "eval-s3-deep", "eval-s3-deep", split, a_first=True))))
         rows.append((f"{split}: 2. two-pass: s3-deep second pass - the teacher's second pass",
