@@ -447,6 +447,8 @@ def main() -> None:
         ("1. progressive: s3 distilled directly - s3 from scratch", "eval-s3-scratch",
          "eval-s3-direct"),
         ("1. progressive: s3 by the chain - the teacher", "eval", "eval-s3"),
+        ("1. progressive: s3 distilled directly - the teacher", "eval", "eval-s3-direct"),
+        ("1. progressive: s3 from scratch - the teacher", "eval", "eval-s3-scratch"),
         ("1. progressive: s2 by the chain - the teacher", "eval", "eval-s2"),
         ("3. sparse 60%: 3-way KD - no KD", "eval-sparse-60", "eval-sparse-60-kd"),
         ("3. sparse 90%: 3-way KD - no KD", "eval-sparse-90", "eval-sparse-90-kd"),
@@ -464,6 +466,9 @@ def main() -> None:
         rows.append((f"{split}: 2. two-pass: s3-las (stage 2, frozen encoder) second pass - its "
                      f"first pass",
                      fmt(compare(runs, "eval-s3-las", "eval-s3-las", split, a_first=True))))
+        rows.append((f"{split}: 2. two-pass: s3-las first pass (beam search) - s3-direct, the "
+                     f"same encoder (greedy)",
+                     fmt(compare(runs, "eval-s3-direct", "eval-s3-las", split, b_first=True))))
         rows.append((f"{split}: 2. two-pass: s3-las second pass - the teacher's second pass",
                      fmt(compare(runs, "eval-teacher-las", "eval-s3-las", split))))
         rows.append((f"{split}: 2. two-pass: s3-deep (stage 3, deep finetuning) - s3-las",
