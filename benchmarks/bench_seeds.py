@@ -167,15 +167,17 @@ def compare(runs: list[Run], a: str, b: str, split: str, a_first: bool = False,
             "a": statistics.mean(p["a"] for p in per), "b": statistics.mean(p["b"] for p in per)}
 
 
-# experiments/seeds.toml's s3-direct [stages.kd], each key's value where a run leaves it out
-STUDY_KD = {"weight": 1.0, "temperature": 1.0, "schedule": "constant", "final_weight": 0.0}
+# [stages.kd]'s defaults, for a run that leaves a key out, and experiments/seeds.toml's
+# s3-direct (what each setting is compared with; before the schedule sweep, the constant one)
+KD_DEFAULTS = {"weight": 1.0, "temperature": 1.0, "schedule": "constant", "final_weight": 0.0}
+STUDY_KD = {**KD_DEFAULTS, "schedule": "cosine"}
 LEVERS = {"weight": "KD weight", "temperature": "KD temperature", "schedule": "KD schedule",
           "final_weight": "final KD weight"}
 
 
 def kd_key(kd: dict) -> tuple:
     """A run's s3-direct KD setting as a tuple in STUDY_KD's order (its defaults filled in)."""
-    return tuple(type(v)(kd[k]) if kd.get(k) is not None else v for k, v in STUDY_KD.items())
+    return tuple(type(v)(kd[k]) if kd.get(k) is not None else v for k, v in KD_DEFAULTS.items())
 
 
 def kd_value(v) -> str:
@@ -215,17 +217,21 @@ def lever_rows(db: Path, sweep: str | None) -> tuple[str, list[tuple[str, str]]]
     for r in got:
         kd = stage_config(r["config"], "s3-direct", r["run_id"]).get("kd", {})
         by_kd[kd_key(kd)] = Run(db, r["run_id"], r["seed"])
-    varied = [i for i, k in enumerate(STUDY_KD) if len({key[i] for key in by_kd}) > 1] or [0]
-    names = [list(STUDY_KD)[i] for i in varied]
+    varied = [i for i, k in enumerate(KD_DEFAULTS) if len({key[i] for key in by_kd}) > 1] or [0]
+    names = [list(KD_DEFAULTS)[i] for i in varied]
     lever = " and ".join(LEVERS[n] for n in names)
 
     def label(key: tuple) -> str:
-        return ", ".join(f"{LEVERS[list(STUDY_KD)[i]]} {kd_value(key[i])}" for i in varied)
+        return ", ".join(f"{LEVERS[list(KD_DEFAULTS)[i]]} {kd_value(key[i])}" for i in varied)
 
     done = {k: r for k, r in by_kd.items() if r.has("eval-s3-direct-dev", "dev")}
     rows = [("sweep", f"{sweep}: {'; '.join(label(k) for k in sorted(by_kd))}; evaluated on "
                       f"dev: {'; '.join(label(k) for k in sorted(done)) or 'none yet'}")]
+    # compared with the study's setting, or where the sweep lacks it the constant default (the
+    # study's setting before the schedule sweep)
     study = tuple(STUDY_KD.values())
+    if study not in done:
+        study = tuple(KD_DEFAULTS.values())
     base = done.get(study)
     for key, r in sorted(done.items()):
         e = r.evals[("eval-s3-direct-dev", "dev")]
