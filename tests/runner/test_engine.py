@@ -68,14 +68,21 @@ def test_a_run_goes_through_the_supervisor_and_lands_in_the_store(lab):
     assert "eval test-clean: WER" in lab.cli("logs", run_id, "eval")
 
 
-def test_a_killed_worker_fails_its_stage_and_resume_continues_from_the_checkpoint(lab):
+def _training_past_a_checkpoint(lab) -> tuple[str, int]:
+    """A run whose model stage has written a checkpoint, and its worker's pid (still training:
+    stop it at once, to be mid-stage however fast it trains)."""
     exp = lab.experiment(steps=160, checkpoint_every=20)
     run_id = json.loads(lab.cli("run", str(exp), "--json"))["run_id"]
     ckpts = lab.run_dir(run_id) / "model" / "checkpoints"
     lab.wait_for(lambda: lab.stage(run_id, "model")["pid"], "training to start")
     pid = lab.stage(run_id, "model")["pid"]
     lab.wait_for(lambda: any(ckpts.glob("step-*.pt")), "a first checkpoint")
-    os.kill(pid, signal.SIGSTOP)  # at once: mid-stage however fast it trains
+    return run_id, pid
+
+
+def test_a_killed_worker_fails_its_stage_and_resume_continues_from_the_checkpoint(lab):
+    run_id, pid = _training_past_a_checkpoint(lab)
+    os.kill(pid, signal.SIGSTOP)
     assert testing.is_worker(pid, run_id)
     os.kill(pid, signal.SIGKILL)
     st = lab.wait(run_id)
@@ -130,13 +137,8 @@ def test_a_killed_supervisor_loses_nothing_and_its_successor_adopts_the_worker(l
 def test_resume_after_a_crash_that_took_the_supervisor_and_its_worker(lab):
     """A reboot: supervisor and worker gone at once, the store still saying "running". `asrlab
     resume` starts a supervisor, which marks the stage failed, and then resumes it."""
-    exp = lab.experiment(steps=160, checkpoint_every=20)
-    run_id = json.loads(lab.cli("run", str(exp), "--json"))["run_id"]
-    ckpts = lab.run_dir(run_id) / "model" / "checkpoints"
-    lab.wait_for(lambda: lab.stage(run_id, "model")["pid"], "training to start")
-    worker = lab.stage(run_id, "model")["pid"]
-    lab.wait_for(lambda: any(ckpts.glob("step-*.pt")), "a first checkpoint")
-    os.killpg(worker, signal.SIGSTOP)  # mid-stage however fast it trains
+    run_id, worker = _training_past_a_checkpoint(lab)
+    os.killpg(worker, signal.SIGSTOP)
     assert testing.is_worker(worker, run_id)
     sup = json.loads(lab.cli("supervisor", "status", "--json"))["pid"]
     os.kill(sup, signal.SIGKILL)
