@@ -19,7 +19,6 @@ Appends a dated section to BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import statistics
 import sys

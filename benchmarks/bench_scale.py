@@ -183,7 +183,7 @@ def main() -> None:
     rows = [
         (f"sweep of {args.runs} tiny runs ({n_stages} stages), local pool 2 workers x 1 thread",
          f"{local_wall:.1f} s wall; stage median {statistics.median(ls):.1f} s"),
-        (f"the same sweep on Ray, simulated 2-node cluster (1 CPU each)",
+        ("the same sweep on Ray, simulated 2-node cluster (1 CPU each)",
          f"{ray_wall:.1f} s wall ({ray_wall / local_wall:.2f}x); stage median "
          f"{statistics.median(rs):.1f} s; overhead {(ray_wall - local_wall) / n_stages * 2:+.2f} "
          f"s per stage (2 at a time)"),

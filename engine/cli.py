@@ -288,7 +288,7 @@ def evaluate(
 ) -> None:
     """WER with a bootstrap 95% interval, and the model's params, bytes, MACs and RTF."""
     from engine.checkpoint import load_model
-    from engine.stages import evaluate_model, model_tokenizer, resolve_corpus
+    from engine.stages import evaluate_model, model_tokenizer
 
     try:
         if runtime in ("sherpa-onnx", "onnxruntime"):
@@ -368,7 +368,7 @@ def compare(
     """WER of B minus WER of A on the same utterances, with a paired-bootstrap 95% interval."""
     from engine.checkpoint import load_model
     from engine.evaluate import UtteranceResult, paired_bootstrap
-    from engine.stages import evaluate_model, model_tokenizer, resolve_corpus
+    from engine.stages import evaluate_model, model_tokenizer
 
     try:
         corpus = _corpus_with(data, split)

@@ -182,8 +182,8 @@ max_utterances = {utterances}
         in sherpa-onnx int8, an int8 point beside its PyTorch one on the Pareto page."""
         self._n += 1
         path = self.tmp / f"prune{self._n}.toml"
-        train = (f"max_duration = 20.0\nwarmup_steps = 5\nlog_every = 4\n"
-                 f"checkpoint_every = 8\naverage_last = 1\n")
+        train = ("max_duration = 20.0\nwarmup_steps = 5\nlog_every = 4\n"
+                 "checkpoint_every = 8\naverage_last = 1\n")
         stages = "".join(f"""
 [[stages]]
 kind = "export"
@@ -343,7 +343,6 @@ tune_utterances = 6
         let it go on only once the cancel's SIGTERM is pending on it: the worker handles the
         cancel before its next step, however fast it trains (a tiny stage can otherwise finish
         before the cancel arrives, and a cancel test would pass or fail on timing)."""
-        import os
         import signal
 
         def sigterm_pending() -> bool:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import soundfile as sf
 from lhotse import (AudioSource, CutSet, Recording, RecordingSet, SupervisionSegment,
-                    SupervisionSet, load_manifest)
+                    SupervisionSet)
 from lhotse.utils import fastcopy
 
 from engine.data.corpus import atomic_dir, write_json_atomic, write_manifests

@@ -407,7 +407,6 @@ class ConformerEncoder(nn.Module):
         h = self.dropout(self.subsampling(self.cmvn(x)))
         lengths = Conv2dSubsampling.out_lengths(lengths).clamp(min=1)
         assert h.shape[1] >= int(lengths.max()), (h.shape, lengths.max())
-        reduced = False
         mask, valid = self._mask(lengths, h.shape[1], False), lengths_to_mask(lengths, h.shape[1])
         positions = torch.arange(h.shape[1], device=h.device)
         outs = []
@@ -418,7 +417,6 @@ class ConformerEncoder(nn.Module):
             outs.append(h)
             if self.reduction is not None and i == self.cfg.reduce_after:
                 h, lengths = self.reduction(h, lengths)
-                reduced = True
                 mask, valid = self._mask(lengths, h.shape[1], True), lengths_to_mask(lengths, h.shape[1])
                 positions = torch.arange(h.shape[1], device=h.device)
         h = h * valid[..., None]

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from engine.data.corpus import load_cuts
-from engine.data.features import (DEFAULT_FBANK, FbankSettings, GlobalCMVN, compute_cmvn,
+from engine.data.features import (FbankSettings, GlobalCMVN, compute_cmvn,
                                   compute_features, fbank, features_dir, num_frames, SpecAugment,
                                   train_cmvn)
 

@@ -1,11 +1,10 @@
 import json
-import os
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from engine.data.corpus import SPLITS, corpus_info, load_cuts, load_supervisions
+from engine.data.corpus import SPLITS, corpus_info, load_cuts
 from engine.data.synth import make_plan, synthesize
 
 
