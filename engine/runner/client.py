@@ -170,9 +170,14 @@ def submit(home: Path, data: dict, source: str, grids: list[str] | tuple = (),
 
 
 # ----- reading ----------------------------------------------------------------------------------
-def run_state(states: list[str]) -> str:
+def run_state(states: list[str], waiting: bool = False) -> str:
+    """One word for a run from its stages' states. ``waiting``: a queued stage of it can still
+    run (none of its inputs failed, was cancelled or skipped), so the run is not over even if
+    another stage failed or was cancelled: it reads running while it waits for a free slot."""
     if "running" in states:
         return "running"
+    if waiting:
+        return "running" if any(s != "queued" for s in states) else "queued"
     if "failed" in states:
         return "failed"
     if "cancelled" in states:
@@ -195,16 +200,32 @@ def _pending_run(home: Path, run_id: str) -> dict | None:
                        for s in rec["stages"]]}
 
 
+def _blocked(name: str, states: dict[str, str], deps: dict, run_id: str) -> bool:
+    """Whether a stage cannot run until `resume`: an input of it (or of its inputs) failed, was
+    cancelled or skipped (the supervisor's rule, read from the store)."""
+    seen, todo = set(), list(deps.get((run_id, name), []))
+    while todo:
+        d = todo.pop()
+        if d in seen:
+            continue
+        seen.add(d)
+        if states.get(d) in ("failed", "cancelled", "skipped"):
+            return True
+        todo += deps.get((run_id, d), [])
+    return False
+
+
 def status(home: Path, run_id: str | None = None) -> list[dict]:
     db = lab_paths(home)["db"]
     where, params = ("WHERE r.run_id = ?", [run_id]) if run_id else ("", [])
     rows = read(db, f"""
         SELECT r.run_id, r.name, r.sweep_id, r.created, r.run_dir, r.executor, s.name AS stage,
                s.kind, s.state, s.progress, s.attempt, s.pid, s.error, s.last_metrics,
-               s.reused_from, s.started, s.ended
+               s.reused_from, s.started, s.ended, s.deps
         FROM runs r JOIN stages s USING (run_id) {where}
         ORDER BY r.created, s.position""", params)
     runs: dict[str, dict] = {}
+    deps: dict[tuple[str, str], list[str]] = {}
     for r in rows:
         run = runs.setdefault(r["run_id"], {
             "run_id": r["run_id"], "name": r["name"], "sweep_id": r["sweep_id"],
@@ -215,8 +236,12 @@ def status(home: Path, run_id: str | None = None) -> list[dict]:
             "pid": r["pid"], "error": r["error"], "executor": r["executor"] or "local",
             "last_metrics": loads(r["last_metrics"]), "reused_from": r["reused_from"],
             "started": r["started"], "ended": r["ended"]})
+        deps[(r["run_id"], r["stage"])] = loads(r["deps"]) or []
     for run in runs.values():
-        run["state"] = run_state([s["state"] for s in run["stages"]])
+        states = {s["name"]: s["state"] for s in run["stages"]}
+        run["state"] = run_state(list(states.values()), any(
+            st == "queued" and not _blocked(name, states, deps, run["run_id"])
+            for name, st in states.items()))
     if run_id and run_id not in runs:
         pending = _pending_run(home, run_id)
         if pending is None:

@@ -254,7 +254,8 @@ class Supervisor:
             elif st["state"] in ("queued", "running") and key not in self.cancel_at:
                 self.cancel_at[key] = time.time()
                 self._signal(key, signal.SIGTERM)
-        self.say(f"run {cmd['run_id']} cancelled")
+        only = cmd.get("stages")
+        self.say(f"run {cmd['run_id']} cancelled" + (f" ({', '.join(only)})" if only else ""))
 
     def cmd_resume(self, cmd: dict) -> None:
         for key, st in self._picked(cmd):
@@ -266,7 +267,8 @@ class Supervisor:
             elif key in self.cancel_at:
                 self.resume_after.add(key)  # still stopping: queue it again once it has
         self.active.add(cmd["run_id"])
-        self.say(f"run {cmd['run_id']} resumed")
+        only = cmd.get("stages")
+        self.say(f"run {cmd['run_id']} resumed" + (f" ({', '.join(only)})" if only else ""))
 
     def cmd_stop(self, cmd: dict) -> None:
         if cmd.get("sent", time.time()) >= self.started - 1.0:

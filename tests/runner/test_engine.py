@@ -289,6 +289,31 @@ def test_grid_expansion_validates_every_combination():
         parse_grid(["seed"])
 
 
+def test_a_run_with_a_stage_that_can_still_run_reads_running():
+    """A cancelled (or failed) branch does not end a run whose other branch waits for a slot:
+    `asrlab status` showed a live run as "cancelled" after `cancel --stage` of a side arm, while
+    the supervisor went on to run its queued chain."""
+    from engine.runner.client import _blocked, run_state
+
+    deps = {("r", "model"): [], ("r", "export"): ["model"], ("r", "eval"): ["export"],
+            ("r", "share"): ["model"], ("r", "share-eval"): ["share"]}
+    states = {"model": "done", "export": "done", "eval": "queued", "share": "cancelled",
+              "share-eval": "queued"}
+    assert not _blocked("eval", states, deps, "r")
+    assert _blocked("share-eval", states, deps, "r")  # behind the cancelled stage
+    waiting = lambda: any(st == "queued" and not _blocked(n, states, deps, "r")  # noqa: E731
+                          for n, st in states.items())
+    assert run_state(list(states.values()), waiting()) == "running"
+    states["eval"] = "done"  # nothing left that can run: the cancelled branch ends the run
+    assert run_state(list(states.values()), waiting()) == "cancelled"
+    states.update(share="failed", eval="queued")
+    assert run_state(list(states.values()), waiting()) == "running"
+    states.update(eval="done")
+    assert run_state(list(states.values()), waiting()) == "failed"
+    assert run_state(["queued", "queued"], True) == "queued"
+    assert run_state(["done", "done"]) == "done"
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
