@@ -377,8 +377,9 @@ class L0Pruner(nn.Module):
         if model is None:
             self.remove_hooks()
             model = self.student
-        z = self.deterministic_gates()
         dev = next(model.parameters()).device
+        # the gates live where training ran; ``model`` may be a CPU copy (the averaged file)
+        z = {k: v.to(dev) for k, v in self.deterministic_gates().items()}
         for i, blk in enumerate(model.encoder.blocks):
             for name in self.layout[i]:
                 mod = getattr(blk, name)

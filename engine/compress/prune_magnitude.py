@@ -132,11 +132,12 @@ class MagnitudePruner(nn.Module):
 
     @torch.no_grad()
     def apply_masks(self, model=None) -> None:
-        """Zero the pruned weights of the student (or of ``model``, e.g. an averaged copy)."""
+        """Zero the pruned weights of the student (or of ``model``, e.g. an averaged copy on
+        the CPU while the masks are on the training device)."""
         target = model if model is not None else self.student
         for w, m in zip([w for _, w in prunable(target, self.cfg.layers, self.cfg.parts)],
                         self.masks()):
-            w.mul_(m)
+            w.mul_(m.to(w.device, non_blocking=True))
 
     def sparsity(self) -> float:
         total = sum(m.numel() for m in self.masks())
