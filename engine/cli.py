@@ -491,8 +491,11 @@ def _submit(experiment: Path, grids: list[str], executor: str = "local",
     from engine.config import read_experiment
     from engine.runner.client import submit
 
-    return submit(_home(), read_experiment(experiment), str(experiment), grids, executor, reuse,
+    runs = submit(_home(), read_experiment(experiment), str(experiment), grids, executor, reuse,
                   address, storage)
+    for note in (runs[0].get("notes") or []) if runs else []:
+        typer.echo(f"note: {note}", err=True)
+    return runs
 
 
 EXECUTOR_HELP = ("local: a pool of worker processes on this machine; ray: each stage a Ray "

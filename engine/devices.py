@@ -46,13 +46,32 @@ def check(spec: str, field: str = "device") -> None:
 
 
 def resolve(spec: str = "auto", distributed: bool = False) -> torch.device:
-    """The torch device for a setting; a DDP rank on CUDA takes ``cuda:LOCAL_RANK``."""
+    """The torch device for a setting; a DDP rank on CUDA takes ``cuda:LOCAL_RANK``, its own
+    GPU (two ranks on one GPU would make NCCL fail with "Duplicate GPU")."""
     check(spec)
     if spec == "auto":
         spec = "cuda" if cuda_count() else "cpu"
-    if spec == "cuda" and distributed:
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % cuda_count())
+    if spec.startswith("cuda") and distributed:
+        rank, n = int(os.environ.get("LOCAL_RANK", "0")), cuda_count()
+        if spec != "cuda":
+            raise ValueError(f"device = {spec!r} in a data-parallel stage: every rank would "
+                             f"take that one GPU; use 'cuda' (rank r takes cuda:r)")
+        if rank >= n:
+            raise ValueError(f"rank {rank} of a data-parallel stage has no GPU of its own: "
+                             f"this node has {n} (CUDA_VISIBLE_DEVICES="
+                             f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); nproc must "
+                             f"be at most {n}")
+        return torch.device("cuda", rank)
     return torch.device(spec)
+
+
+def where_note(spec: str, device: torch.device) -> str:
+    """Why ``device = "auto"`` chose the CPU on a machine whose GPUs were hidden (a Ray task
+    given no GPU sees ``CUDA_VISIBLE_DEVICES=""``), or ""."""
+    if spec == "auto" and device.type == "cpu" and os.environ.get("CUDA_VISIBLE_DEVICES") == "":
+        return (" (device = 'auto', but CUDA_VISIBLE_DEVICES is empty: a Ray task asked for "
+                "no GPU, gpus = 0; set [stages.resources] gpus = 1 to train on a GPU)")
+    return ""
 
 
 def autocast(device: torch.device, precision: str = "fp32"):
@@ -62,6 +81,14 @@ def autocast(device: torch.device, precision: str = "fp32"):
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def fp32(t: torch.Tensor):
+    """Autocast off on ``t``'s device: what runs inside computes in the dtypes it is given (the
+    transducer losses, the recurrent layers: cast their inputs with ``.float()``). As icefall
+    computes its transducer losses; oneDNN has no bf16 LSTM on some CPUs and cuDNN's bf16 LSTM
+    drifts."""
+    return torch.autocast(device_type=t.device.type, enabled=False)
 
 
 def to_cpu(obj):
@@ -107,18 +134,41 @@ def with_device(exp, spec: str, source: str):
     return parse_experiment(data, source)
 
 
-def check_experiment(exp, source: str, gpus_of=None) -> None:
-    """Refuse, naming the field, a device this machine lacks. With ``gpus_of`` (a Ray
-    submission: the GPUs a stage asks for), a CUDA stage must ask for at least one instead: the
-    cluster's nodes, not this machine, run it."""
+def check_experiment(exp, source: str, gpus_of=None) -> list[str]:
+    """Refuse, naming the field, a device this machine lacks, and data-parallel ranks that
+    would share a GPU. With ``gpus_of`` (a Ray submission: the GPUs a stage asks for per node),
+    the cluster's nodes, not this machine, run it: a CUDA stage must ask for a GPU per rank.
+    Returns notes for the user (a stage that will run on the CPU although it says ``auto``)."""
     from engine.config import ConfigError
 
+    notes = []
     for field, spec, st in stage_devices(exp):
+        nproc = getattr(st, "nproc", 1)
+        where = field.rsplit(".train.device", 1)[0].rsplit(".device", 1)[0]
         try:
+            if nproc > 1 and spec.startswith("cuda:"):
+                raise ValueError(f"{field} = {spec!r} with {where}.nproc = {nproc}: every rank "
+                                 f"would take that one GPU (NCCL fails with 'Duplicate GPU'); "
+                                 f"use 'cuda' (rank r takes cuda:r)")
             if gpus_of is None:
                 check(spec, field)
-            elif spec.startswith("cuda") and not gpus_of(st):
+                n = cuda_count()
+                if nproc > 1 and n and spec in ("cuda", "auto") and nproc > n:
+                    raise ValueError(f"{where}.nproc = {nproc} ranks on CUDA need a GPU each; "
+                                     f"this machine has {n}")
+                continue
+            gpus = gpus_of(st)
+            if spec.startswith("cuda") and not gpus:
                 raise ValueError(f"{field} = {spec!r} on a Ray cluster needs a GPU: set "
-                                 f"[stages.resources] gpus = 1 (or [resources.{st.kind}])")
+                                 f"[stages.resources] gpus = {nproc} (or [resources.{st.kind}])")
+            if nproc > 1 and gpus and gpus < nproc:
+                raise ValueError(f"{where}.nproc = {nproc} ranks with gpus = {gpus:g} per node: "
+                                 f"each rank needs a GPU of its own (NCCL fails with 'Duplicate "
+                                 f"GPU'); set [stages.resources] gpus = {nproc}")
+            if spec == "auto" and not gpus:
+                notes.append(f"{source}: {field} = 'auto' with gpus = 0 on Ray: the stage "
+                             f"{st.name!r} runs on the CPU (Ray hides the GPUs of a task that "
+                             f"asks for none); set [stages.resources] gpus = 1 for a GPU")
         except ValueError as e:
             raise ConfigError(f"{source}: {e}") from None
+    return notes

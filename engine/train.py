@@ -262,7 +262,8 @@ class Trainer:
         if self.cfg.threads:
             torch.set_num_threads(self.cfg.threads)
         resumed = self.resume()
-        self.log(f"training on {self.device} in {self.cfg.precision}")
+        self.log(f"training on {self.device} in {self.cfg.precision}"
+                 + devices.where_note(self.cfg.device, self.device))
         if not resumed:
             torch.manual_seed(self.seed)
             np.random.seed(self.seed)
@@ -371,7 +372,8 @@ class Trainer:
         import torch.distributed as dist
 
         keys = sorted(k for k in w if k not in ("grad", "steps", "time"))
-        t = torch.tensor([float(w[k]) for k in keys], dtype=torch.float64)
+        # on the training device: NCCL reduces GPU tensors only
+        t = torch.tensor([float(w[k]) for k in keys], dtype=torch.float64).to(self.device)
         dist.all_reduce(t)
         return {**w, **{k: (int(v) if isinstance(w[k], int) else float(v))
                         for k, v in zip(keys, t.tolist())}}

@@ -147,13 +147,16 @@ def submit(home: Path, data: dict, source: str, grids: list[str] | tuple = (),
                                   f"--executor ray (the local pool has one node)")
     from engine import devices
 
+    notes: list[str] = []
     for _, exp in combos:  # a device this machine (or the stage's Ray node) lacks fails now
         if executor == "ray":
             from engine.runner.ray_executor import stage_resources
 
-            devices.check_experiment(exp, source, lambda st: stage_resources(exp, st)["gpus"])
+            found = devices.check_experiment(exp, source,
+                                             lambda st: stage_resources(exp, st)["gpus"])
         else:
-            devices.check_experiment(exp, source)
+            found = devices.check_experiment(exp, source)
+        notes += [n for n in found if n not in notes]
     for i, (assignment, exp) in enumerate(combos):
         if not exp.data.corpus.startswith("builtin:"):
             # a missing folder fails now, not in a worker; a relative one means here
@@ -166,6 +169,7 @@ def submit(home: Path, data: dict, source: str, grids: list[str] | tuple = (),
     start_supervisor(home)
     for rec in runs:
         send(home, "submit", run_dir=rec["run_dir"])
+        rec["notes"] = notes  # for the user, e.g. a stage that will run on the CPU
     return runs
 
 

@@ -149,7 +149,8 @@ def main(argv: list[str]) -> int:
             on_gpu = dev is not None and dev.type == "cuda"
             if on_gpu:
                 torch.cuda.set_device(dev)
-            dist.init_process_group("nccl" if on_gpu else "gloo")
+            # NCCL for the GPU tensors, gloo for any CPU tensor a collective meets
+            dist.init_process_group("cpu:gloo,cuda:nccl" if on_gpu else "gloo")
             torch.set_num_threads(int(os.environ.get("ASRLAB_THREADS") or 1))
             try:
                 outputs = run_stage(stage, ctx)
