@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from engine import devices
 from engine.losses.rnnt import rnnt_loss_from_logprobs
 
 NEG_INF = float("-inf")
@@ -31,7 +32,13 @@ def _emit_index(targets: Tensor, u1: int) -> Tensor:
 
 def simple_logprobs(am: Tensor, lm: Tensor, targets: Tensor, blank: int = 0
                     ) -> tuple[Tensor, Tensor]:
-    """am (B, T, V), lm (B, U+1, V) -> emit, blank log-probs (B, T, U+1) of softmax(am + lm)."""
+    """am (B, T, V), lm (B, U+1, V) -> emit, blank log-probs (B, T, U+1) of softmax(am + lm),
+    computed in fp32 whatever the autocast around it (a bf16 normaliser is off by 1e-2)."""
+    with devices.fp32(am):
+        return _simple_logprobs(am.float(), lm.float(), targets, blank)
+
+
+def _simple_logprobs(am: Tensor, lm: Tensor, targets: Tensor, blank: int) -> tuple[Tensor, Tensor]:
     am_max = am.max(-1, keepdim=True).values
     lm_max = lm.max(-1, keepdim=True).values
     # log sum_v exp(am[t,v] + lm[u,v]), as a matrix product of exponentials
@@ -98,11 +105,20 @@ def pruned_rnnt_loss(enc_proj: Tensor, pred_proj: Tensor, joiner_out, targets: T
     u_band = (ranges[:, :, None] + width).clamp(max=u1 - 1)  # (B, T, S)
     pred_band = pred_proj.gather(1, u_band.reshape(b, -1, 1).expand(-1, -1, j)).reshape(
         b, t_max, -1, j)
-    logits = joiner_out(enc_proj[:, :, None] + pred_band)
+    logits = joiner_out(enc_proj[:, :, None] + pred_band)  # under autocast: bf16
+    with devices.fp32(logits):
+        return _pruned_from_logits(logits, u_band, targets, logit_lengths, target_lengths, u1,
+                                   blank, return_logits, zeroed)
+
+
+def _pruned_from_logits(logits: Tensor, u_band: Tensor, targets: Tensor, logit_lengths: Tensor,
+                        target_lengths: Tensor, u1: int, blank: int, return_logits: bool,
+                        zeroed: Tensor | None):
+    b, t_max = logits.shape[:2]
     logp = logits.float().log_softmax(-1)  # (B, T, S, V)
     idx = _emit_index(targets, u1).gather(1, u_band.reshape(b, -1)).reshape(b, t_max, -1)
     emit_band = logp.gather(3, idx[..., None]).squeeze(3)
-    full = enc_proj.new_full((b, t_max, u1), NEG_INF, dtype=torch.float32)
+    full = logp.new_full((b, t_max, u1), NEG_INF)
     # outside the band the lattice has probability 0; band cells past an utterance's U are
     # ignored by the recursion
     emit = full.scatter(2, u_band, emit_band)

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from engine import devices
+
 
 @dataclass(frozen=True)
 class LASConfig:
@@ -54,9 +56,11 @@ class LASDecoder(nn.Module):
         b = tokens.shape[0]
         y_in = torch.cat([tokens.new_full((b, 1), self.sos), tokens.clamp(min=0)], 1)
         h = self.dropout(self.embed(y_in))
-        for lstm in self.lstms:
-            h, _ = lstm(h)
-            h = self.dropout(h)
+        with devices.fp32(h):  # the recurrent layers in fp32 outside autocast (no bf16 LSTM)
+            h = h.float()
+            for lstm in self.lstms:
+                h, _ = lstm(h)
+                h = self.dropout(h)
         q, k = self.query(h), self.key(enc)
         att = torch.einsum("bua,bta->but", q, k) / k.shape[-1] ** 0.5
         valid = torch.arange(enc.shape[1], device=enc.device)[None, :] < enc_lens[:, None]

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 import torchaudio
 from torch import Tensor, nn
 
+from engine import devices
 from engine.models.conformer import ConformerEncoder, EncoderConfig
 from engine.models.las import LASConfig, LASDecoder
 
@@ -89,7 +90,9 @@ class LstmPredictor(nn.Module):
         self.out_dim = cfg.hidden
 
     def forward(self, y: Tensor, state: tuple[Tensor, Tensor] | None = None):
-        h, state = self.lstm(self.embed(y), state)
+        # in fp32 outside autocast: oneDNN has no bf16 LSTM on some CPUs
+        with devices.fp32(y):
+            h, state = self.lstm(self.embed(y).float(), state)
         return h, state
 
 
@@ -197,13 +200,16 @@ class Transducer(nn.Module):
 
             logits = self.lattice_logits(enc, tokens)
             zeroed = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
-            rnnt = rnnt_loss(logits, tokens, enc_lens, token_lens, self.cfg.blank, zeroed).sum()
+            with devices.fp32(logits):
+                rnnt = rnnt_loss(logits.float(), tokens, enc_lens, token_lens, self.cfg.blank,
+                                 zeroed).sum()
             out = {"rnnt": rnnt, "loss": rnnt, "zeroed": zeroed.sum()}
         else:
             logits = self.lattice_logits(enc, tokens)
-            rnnt = torchaudio.functional.rnnt_loss(
-                logits, tokens.int(), enc_lens.int(), token_lens.int(), blank=self.cfg.blank,
-                reduction="sum")
+            with devices.fp32(logits):  # torchaudio's loss takes fp32 or fp16 logits only
+                rnnt = torchaudio.functional.rnnt_loss(
+                    logits.float(), tokens.int(), enc_lens.int(), token_lens.int(),
+                    blank=self.cfg.blank, reduction="sum")
             out = {"rnnt": rnnt, "loss": rnnt}
         if keep:
             out.update(enc=enc, enc_lens=enc_lens, blocks=blocks, node_logits=logits,
@@ -216,9 +222,11 @@ class Transducer(nn.Module):
                 ctc_lens = ((x_lens - 1) // 2 - 1) // 2
             else:
                 ctc_in, ctc_lens = enc, enc_lens
-            logp = self.ctc(ctc_in).log_softmax(-1).transpose(0, 1)
-            ctc = F.ctc_loss(logp, tokens, ctc_lens.clamp(min=1), token_lens,
-                             blank=self.cfg.blank, reduction="sum", zero_infinity=True)
+            logits = self.ctc(ctc_in)
+            with devices.fp32(logits):
+                logp = logits.float().log_softmax(-1).transpose(0, 1)
+                ctc = F.ctc_loss(logp, tokens, ctc_lens.clamp(min=1), token_lens,
+                                 blank=self.cfg.blank, reduction="sum", zero_infinity=True)
             out["ctc"] = ctc
             out["loss"] = (1 - self.cfg.ctc_weight) * out["loss"] + self.cfg.ctc_weight * ctc
         return out
