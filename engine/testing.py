@@ -458,3 +458,33 @@ def retry(fn, timeout: float = 10.0):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+
+def run_on_fake_cuda(exp, out: Path, fake, log=lambda line: None) -> dict:
+    """Run ``exp`` with every model-running stage on ``cuda``, in this process, those stages
+    inside ``fake`` (an ``engine.fakecuda.FakeCuda``: CUDA tensors on a machine without a GPU).
+    Export and ONNX stages run on the CPU by design (they load models there) and outside it
+    (torch's ONNX tracer does not run under a dispatch mode). Returns {stage: outputs}, as
+    ``run_experiment`` does; ``fake`` has counted the kernels and host syncs."""
+    import time
+
+    from engine import devices
+    from engine.data.corpus import write_json_atomic
+    from engine.stages import Context, run_stage
+
+    with fake:
+        exp = devices.with_device(exp, "cuda", exp.name)
+    on_device = {id(st) for _, _, st in devices.stage_devices(exp)}
+    ctx = Context(exp, Path(out).resolve(), False, log)
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(ctx.out / "experiment.json", exp.model_dump(mode="json"))
+    for st in exp.stages:
+        t0 = time.perf_counter()
+        if id(st) in on_device and getattr(st, "runtime", "torch") == "torch":
+            with fake:
+                ctx.outputs[st.name] = run_stage(st, ctx)
+        else:
+            ctx.outputs[st.name] = run_stage(st, ctx)
+        ctx.outputs[st.name]["seconds"] = round(time.perf_counter() - t0, 1)
+    return ctx.outputs

@@ -1,4 +1,4 @@
-"""Imports run one way (DESIGN section 5): every first-party import, lazy ones inside functions
+"""Imports run one way (README, "Layout"): every first-party import, lazy ones inside functions
 included, goes to a module of the same layer or a lower one, and no modules import each other in
 a circle. Parsed from the source, so a new cycle or an upward import fails here, not at run time.
 """
@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # (the transducer computes its own loss), and checkpoint/decode/evaluate (metrics) below the
 # compression methods that score what they make.
 LAYERS = [
-    ["engine.data", "engine.config", "engine.devices", "engine.locks", "engine.store"],
+    ["engine.data", "engine.config", "engine.devices", "engine.fakecuda", "engine.locks",
+     "engine.store"],
     ["engine.losses"],
     ["engine.models"],
     ["engine.checkpoint", "engine.decode", "engine.evaluate", "engine.sherpa_graphs"],

@@ -35,6 +35,8 @@ checkpoint_every = {every}
 noise_p = 0.5
 speed_perturb = 0.5      # its draws are in the checkpoint too: resume stays exact
 threads = 1
+device = "cpu"           # bit-exact resume is a CPU property: on CUDA scatter_add, CTC's
+                         # backward and cuDNN are not deterministic ("auto" would pick a GPU)
 """)
     return path
 

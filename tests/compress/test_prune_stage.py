@@ -142,7 +142,10 @@ def test_a_killed_l0_stage_resumes_to_the_same_pruned_model(tiny, tmp_path):
     import time
 
     exp = _l0_experiment(tmp_path / "e.toml", tiny)
-    cli = [sys.executable, "-m", "engine.cli", "train", str(exp), "--quiet", "--out"]
+    # on the CPU: bit-exact resume is a CPU property (on CUDA scatter_add, CTC's backward and
+    # cuDNN are not deterministic), and on a GPU machine "auto" would pick the GPU
+    cli = [sys.executable, "-m", "engine.cli", "train", str(exp), "--quiet", "--device", "cpu",
+           "--out"]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     p = subprocess.run(cli + [str(straight)], capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr
