@@ -2,7 +2,7 @@
 
 Each function opens the store read-only for one query (``engine.store.read``: short-lived, retried
 while the supervisor is flushing) and returns a DataFrame or plain data. Nothing here is cached
-across reruns: a cached DuckDB connection would lock the supervisor out (shared DESIGN.md).
+across reruns: a cached DuckDB connection would lock the supervisor out (measured: DuckDB has no busy timeout).
 
 A **model** in the explorer is one set of weights evaluated by one stage at one training step:
 ``run_id/stage/step`` (``model_key``). The evaluations of the weights a train stage produces, its

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAINER_AUDIO_PER_S = 70.0  # measured for a 3.7 M model on 2 cores (shared DESIGN.md)
+TRAINER_AUDIO_PER_S = 70.0  # measured for a 3.7 M model on 2 cores (a prototype before the lab's code)
 
 
 def machine() -> str:

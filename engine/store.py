@@ -1,6 +1,6 @@
 """The lab's store: one DuckDB file, one writer, short-lived readers.
 
-Facts that decide this design (measured, shared DESIGN.md): while any process holds a read-write
+Facts that decide this design (measured on this project's machines): while any process holds a read-write
 connection nobody else can open the file, read-only included, and while any process holds a
 read-only connection nobody can open it read-write; there is no busy timeout. So:
 

@@ -13,7 +13,7 @@
 - ``rtf``: real-time factor of encode + greedy search at **1 thread**, median of ``repeats``
   timed passes over the same utterances after one warm-up pass. The stateless predictor has no
   LSTM; for LSTM predictors oneDNN is switched off while timing so single-step fp32 runs at its
-  fair speed (the "LSTM trap" in DESIGN.md).
+  fair speed (the "LSTM trap": oneDNN's single-step fp32 LSTM is ~10x slower than LSTMCell).
 """
 
 from __future__ import annotations

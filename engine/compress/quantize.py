@@ -12,7 +12,7 @@ the module types a sensitivity sweep
 - ``torch_int8``: ``torch.ao.quantization.quantize_dynamic`` of the Linear layers, for an in-lab
   int8 figure in PyTorch, behind a version guard: recent PyTorch releases deprecate and then drop
   ``torch.ao.quantization`` (for torchao), and then it says so instead of failing obscurely.
-  Its sizes are not byte-true for shared blocks (it copies a shared Linear per use; DESIGN.md),
+  Its sizes are not byte-true for shared blocks (it copies a shared Linear per use),
   so the lab's int8 sizes come from the ONNX files.
 """
 

@@ -4,7 +4,7 @@ Presets are keyword-only factories returning a ``TransducerConfig``; ``build`` m
 ``to_dict``/``from_dict`` round-trip a config through plain data (checkpoints, exported artifacts
 and ``asrlab inspect`` use them), so a pruned model with per-block sizes reloads as it is.
 
-Defaults are engineered for two CPU cores (see issue 4 and shared DESIGN.md): frame pairs merged
+Defaults are engineered for two CPU cores (issue 4): frame pairs merged
 after block 2 (8x overall, 12.5 Hz into the joiner), a stateless predictor, and an auxiliary CTC
 head at the 4x rate.
 """

@@ -122,7 +122,7 @@ class Supervisor:
         # when it starts, shared with the stages that start beside it: one stage alone trains on
         # every core, two ready together on one each (measured on 2 cores: side by side trains
         # 1.5x the audio per second of one at a time; benchmarks/bench_threads.py), and a stage
-        # that would find no free core waits (oversubscribed OpenMP threads spin: DESIGN.md)
+        # that would find no free core waits (oversubscribed OpenMP threads spin)
         self.cores = os.cpu_count() or 2
         self.fixed_threads = int(os.environ.get("ASRLAB_THREADS") or 0)
         self.threads = self.fixed_threads or max(1, self.cores // self.workers)

@@ -1,6 +1,6 @@
 """One AppTest per page of the explorer, against the DuckDB file the real engine filled.
 
-AppTest cannot run fragments, click plotly points or play audio (shared DESIGN.md): those are
+AppTest cannot run fragments, click plotly points or play audio (streamlit#9242 and AppTest's limits): those are
 covered by the browser test; selection -> model ids is tested directly in test_logic.py.
 """
 
