@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from engine import devices
-from engine.losses.rnnt import rnnt_loss_from_logprobs
+from engine.losses.rnnt import rnnt_loss_from_logprobs, using_reference
 
 NEG_INF = float("-inf")
 
@@ -52,38 +52,38 @@ def _simple_logprobs(am: Tensor, lm: Tensor, targets: Tensor, blank: int) -> tup
     return emit, blank_lp
 
 
-def prune_ranges(emit: Tensor, blank: Tensor, logit_lengths: Tensor, target_lengths: Tensor,
-                 s_range: int) -> Tensor:
-    """Start u of each frame's band, (B, T), from the simple lattice's occupation probabilities."""
-    e = emit.detach().double().requires_grad_()
-    bl = blank.detach().double().requires_grad_()
-    with torch.enable_grad():
-        loss = rnnt_loss_from_logprobs(e, bl, logit_lengths, target_lengths)
-        ge, gb = torch.autograd.grad(loss.sum(), (e, bl))
-    occ = -(ge + gb)  # probability that the best paths pass through (t, u)
+def prune_ranges(occ: Tensor, logit_lengths: Tensor, target_lengths: Tensor, s_range: int
+                 ) -> Tensor:
+    """Start u of each frame's band, (B, T), from the simple lattice's occupation probabilities
+    ``occ`` (B, T, U+1) (``rnnt.lattice`` gives them with the simple loss): each frame's window
+    of ``s_range`` u holding the most occupation, then made monotonic and connected and raised
+    to reach U at the last frame (``lattice.prune_band``, one kernel, no loop over frames)."""
+    from engine.losses.lattice import prune_band
+
     b, t_max, u1 = occ.shape
     s = min(s_range, u1)
     cs = torch.cat([occ.new_zeros(b, t_max, 1), occ.cumsum(2)], 2)
     window = cs[:, :, s:] - cs[:, :, : u1 - s + 1]  # (B, T, U+1-S+1)
-    start = window.argmax(2)
-    hi = (target_lengths.long() + 1 - s).clamp(min=0)[:, None]
-    start = torch.minimum(start, hi)
-    # monotonic and connected: a path in frame t's band can reach frame t+1's band
+    hi = (target_lengths.long() + 1 - s).clamp(min=0)
+    start = torch.minimum(window.argmax(2), hi[:, None])
+    if using_reference():
+        return band_reference(start, logit_lengths.long(), hi, s)
+    return prune_band(start, logit_lengths.long(), hi, s)
+
+
+def band_reference(start: Tensor, logit_lengths: Tensor, hi: Tensor, s: int) -> Tensor:
+    """``lattice.prune_band``'s constraints one frame at a time (the reference)."""
+    b, t_max = start.shape
     cols = [torch.zeros_like(start[:, 0])]
     for t in range(1, t_max):
         cols.append(torch.minimum(torch.maximum(start[:, t], cols[-1]), cols[-1] + s - 1))
-    start = torch.stack(cols, 1)
-    # the last frame's band must hold U: raise earlier bands as far as needed, frame by frame
-    last = logit_lengths.long() - 1
-    need = (target_lengths.long() - s + 1).clamp(min=0)
-    lower = torch.full_like(need, -(10**9))
-    out = start.clone()
+    out = torch.stack(cols, 1)
+    last, lower = logit_lengths - 1, torch.full_like(hi, -(10 ** 9))
     for t in range(t_max - 1, -1, -1):
-        at_last = last == t
-        lower = torch.where(at_last, need, lower)
+        lower = torch.where(last == t, hi, lower)
         out[:, t] = torch.maximum(out[:, t], lower)
         lower = out[:, t] - (s - 1)
-    return torch.minimum(out, hi)
+    return torch.minimum(out, hi[:, None])
 
 
 def pruned_rnnt_loss(enc_proj: Tensor, pred_proj: Tensor, joiner_out, targets: Tensor,

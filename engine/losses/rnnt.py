@@ -1,16 +1,25 @@
-"""The transducer loss in pure PyTorch, vectorised over the batch, autograd for the backward.
+"""The transducer loss: the lattice in one kernel (``lattice.py``), and the pure-PyTorch
+reference the tests compare it with.
 
-The forward variable alpha(t, u) (Graves 2012) is computed one frame at a time: within frame t,
-alpha(t, u) = logsumexp(alpha(t-1, u) + blank(t-1, u), alpha(t, u-1) + emit(t, u-1)) unrolls to
+``rnnt_loss_from_logprobs`` takes the two per-node log-probabilities of a lattice, emit and
+blank (B, T, U+1), and returns the loss per utterance; its backward is the gradient the kernel
+computed with the loss (one launch for the batch, whatever T and U). The pruned loss
+(``pruned.py``) reuses it, and its occupation probabilities choose the pruned band.
+
+The reference, ``reference_from_logprobs``, computes the forward variable alpha(t, u) (Graves
+2012) one frame at a time: within frame t, alpha(t, u) = logsumexp(alpha(t-1, u) + blank(t-1, u),
+alpha(t, u-1) + emit(t, u-1)) unrolls to
 
     alpha(t, u) = C(u) + logcumsumexp_k (a(k) - C(k)),  a(k) = alpha(t-1, k) + blank(t-1, k),
 
 with C(u) the cumulative sum of emit(t, 0..u-1): one cumsum and one logcumsumexp per frame, in
-float64 so the cumulative sums lose nothing. ``rnnt_loss_from_logprobs`` takes the two per-node
-log-probabilities directly, which is what the pruned loss (``pruned.py``) reuses.
+float64 so the cumulative sums lose nothing, autograd for the backward (a few thousand operator
+dispatches a step: slow on a CPU, launch-bound on a GPU).
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 from torch import Tensor
@@ -30,6 +39,56 @@ def zero_impossible(loss: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def rnnt_loss_from_logprobs(emit: Tensor, blank: Tensor, logit_lengths: Tensor,
+                            target_lengths: Tensor, zeroed: Tensor | None = None) -> Tensor:
+    """emit, blank (B, T, U+1) -> loss per utterance (B,), by the lattice kernel; as
+    ``reference_from_logprobs`` (which documents the conventions), to 1e-6 relative."""
+    if using_reference():
+        return reference_from_logprobs(emit, blank, logit_lengths, target_lengths, zeroed)
+    return lattice(emit, blank, logit_lengths, target_lengths, zeroed)[0]
+
+
+_REFERENCE = [False]
+
+
+@contextlib.contextmanager
+def reference_lattice():
+    """Inside: ``lattice`` and the pruned band use the pure-PyTorch reference (per-frame loops,
+    the occupation probabilities by a second float64 pass with ``autograd.grad``), the way the
+    lab computed them before the kernels: what ``benchmarks/bench_loss.py`` compares with."""
+    _REFERENCE.append(True)
+    try:
+        yield
+    finally:
+        _REFERENCE.pop()
+
+
+def using_reference() -> bool:
+    return _REFERENCE[-1]
+
+
+def lattice(emit: Tensor, blank: Tensor, logit_lengths: Tensor, target_lengths: Tensor,
+            zeroed: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """(loss per utterance (B,), the occupation probability of every node (B, T, U+1),
+    detached): one kernel gives both; an impossible utterance's loss is zeroed (``zeroed``)."""
+    from engine.losses import lattice as kernels  # noqa: F401  (registers asrlab::rnnt_lattice)
+
+    if using_reference():
+        loss = reference_from_logprobs(emit, blank, logit_lengths, target_lengths, zeroed)
+        e = emit.detach().double().requires_grad_()
+        bl = blank.detach().double().requires_grad_()
+        with torch.enable_grad():
+            ge, gb = torch.autograd.grad(
+                reference_from_logprobs(e, bl, logit_lengths, target_lengths).sum(), (e, bl))
+        return loss, -(ge + gb)
+    raw, ge, gb = torch.ops.asrlab.rnnt_lattice(emit.float(), blank.float(), logit_lengths,
+                                                target_lengths)
+    loss, impossible = zero_impossible(raw)
+    if zeroed is not None:
+        zeroed |= impossible
+    return loss.float(), -(ge + gb).detach()
+
+
+def reference_from_logprobs(emit: Tensor, blank: Tensor, logit_lengths: Tensor,
                             target_lengths: Tensor, zeroed: Tensor | None = None) -> Tensor:
     """emit (B, T, U+1): log P(y_{u+1} | t, u) (column U unused); blank (B, T, U+1):
     log P(blank | t, u); either may hold -inf (pruned cells). Returns the negative

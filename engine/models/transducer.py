@@ -234,15 +234,17 @@ class Transducer(nn.Module):
     def _pruned_losses(self, enc: Tensor, enc_lens: Tensor, tokens: Tensor, token_lens: Tensor,
                        warmup: float) -> dict[str, Tensor]:
         from engine.losses.pruned import (prune_ranges, pruned_rnnt_loss, simple_logprobs)
-        from engine.losses.rnnt import rnnt_loss_from_logprobs
+        from engine.losses.rnnt import lattice
 
         blank = tokens.new_full((tokens.shape[0], 1), self.cfg.blank)
         pred, _ = self.predict(torch.cat([blank, tokens], 1))
         emit, blank_lp = simple_logprobs(self.simple_am(enc), self.simple_lm(pred), tokens,
                                          self.cfg.blank)
         zeroed = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
-        simple = rnnt_loss_from_logprobs(emit, blank_lp, enc_lens, token_lens, zeroed).sum()
-        ranges = prune_ranges(emit, blank_lp, enc_lens, token_lens, self.cfg.prune_range)
+        # one kernel: the simple loss and the occupation probabilities that place the band
+        simple, occ = lattice(emit, blank_lp, enc_lens, token_lens, zeroed)
+        simple = simple.sum()
+        ranges = prune_ranges(occ, enc_lens, token_lens, self.cfg.prune_range)
         pruned, logits, u_band = pruned_rnnt_loss(
             self.project_enc(enc), self.project_pred(pred),
             lambda h: self.joiner.out(torch.tanh(h)), tokens, enc_lens, token_lens, ranges,
