@@ -10,7 +10,8 @@ kernels compute gradients in the forward pass. ``lattice_loss`` wraps it with au
 
 Kernels, chosen by the device of the inputs:
 
-- **CPU: Numba** (``@njit(parallel=True)``, utterances in parallel, float64): the lattice is a
+- **CPU: Numba** (``@njit``, one utterance after another, float64; no ``parallel=True``: its
+  OpenMP threads spin beside torch's and halved the test suite's speed on two cores): the lattice is a
   scalar recurrence, which compiled loops do at memory speed and the Python loop of frames it
   replaces (``rnnt.py``'s reference, one cumsum and one logcumsumexp per frame) did at a few
   thousand operator dispatches per step. A C++ extension would need a compiler at install time;
@@ -47,10 +48,10 @@ def _numba_kernel():
     if _cpu_kernel is None:
         import numba
 
-        @numba.njit(parallel=True, cache=True, fastmath=False)
+        @numba.njit(cache=True)
         def kernel(emit, blank, tlen, ulen, loss, gemit, gblank):  # pragma: no cover - compiled
             n_b, t_max, u1 = emit.shape
-            for b in numba.prange(n_b):
+            for b in range(n_b):
                 tb, ub = tlen[b], ulen[b]
                 if tb <= 0:
                     loss[b] = 0.0
@@ -271,10 +272,10 @@ def _numba_band():
     if _cpu_band is None:
         import numba
 
-        @numba.njit(parallel=True, cache=True)
+        @numba.njit(cache=True)
         def band(start, tlen, hi, s, out):  # pragma: no cover - compiled
             n_b, t_max = start.shape
-            for b in numba.prange(n_b):
+            for b in range(n_b):
                 # monotonic and connected: frame t's band starts within s - 1 of frame t-1's
                 prev = 0
                 out[b, 0] = 0
