@@ -47,7 +47,7 @@ from engine.models.transducer import Transducer
 
 
 EXTRA_TERMS = ("kd", "layer", "las", "las_kd")  # terms a distiller or a second pass adds
-ZEROED_WARN = 0.01  # a step whose zeroed losses exceed this share of its batch is logged
+ZEROED_WARN = 0.01  # a window whose zeroed losses exceed this share of its utterances is logged
 
 
 def lr_factor(step: int, warmup: int, schedule: str = "inv_sqrt", total: int = 0,
@@ -131,9 +131,17 @@ class Trainer:
             if not p.requires_grad or id(p) in theirs:
                 continue
             (no_decay if p.ndim < 2 or "norm" in name else decay).append(p)
+        import torch.distributed as dist
+
+        self.world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        self.rank = dist.get_rank() if self.world > 1 else 0
+        self.device = devices.resolve(cfg.device, distributed=self.world > 1)
+        # on a GPU the fused AdamW, which skips a non-finite update on the device (found_inf)
+        # instead of making the host wait for the gradient norm every step
         self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                       {"params": no_decay, "weight_decay": 0.0}, *own],
-                                     lr=cfg.peak_lr, betas=(0.9, 0.98))
+                                     lr=cfg.peak_lr, betas=(0.9, 0.98),
+                                     fused=self.device.type == "cuda" or None)
         # the model's own parameters warm up and decay; a wrapper's keep their rate (a gate
         # must still be able to close late in training)
         main = lambda s: lr_factor(s + 1, cfg.warmup_steps, cfg.lr_schedule,  # noqa: E731
@@ -142,13 +150,8 @@ class Trainer:
             self.opt, [main, main] + [lambda s: 1.0] * len(own))
         self.progress = Progress()
         self._bins: list[float] | None = None
-        import torch.distributed as dist
-
-        self.world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-        self.rank = dist.get_rank() if self.world > 1 else 0
         # the model (and a distiller's frozen teacher, which its ``to`` moves too) on the
         # stage's device; the optimizer's state follows the parameters
-        self.device = devices.resolve(cfg.device, distributed=self.world > 1)
         model.to(self.device)
         self.forward = model
         if self.world > 1:
@@ -321,6 +324,8 @@ class Trainer:
         cuts, denom = self._shard(cuts)
         self.dataset.augment = self.progress.step >= self.cfg.spec_augment_from
         batch = self.dataset[cuts]
+        # counted on the CPU before the batch moves: the host never waits for the device here
+        tokens = int(batch["token_lens"].sum()) if denom else 0
         if self.device.type != "cpu":
             batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v
                      for k, v in batch.items()}
@@ -334,35 +339,31 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         (out["loss"] / denom if denom else out["loss"] * 0.0).backward()
         grad = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        if torch.isfinite(grad):
+        if self.device.type == "cuda":  # the fused AdamW skips a non-finite step on the GPU
+            self.opt.found_inf = (~torch.isfinite(grad)).float()
+            self.opt.step()
+        elif torch.isfinite(grad):
             self.opt.step()
         self.sched.step()
         self.progress.step += 1
         if hasattr(self.model, "after_step"):  # a pruner re-applies its masks, updates them
             self.model.after_step(self.progress.step)
         audio = sum(c.duration for c in cuts) if denom else 0.0
-        tokens = int(batch["token_lens"].sum()) if denom else 0
         if not denom:  # a stand-in cut of a rank with no share of the batch counts for nothing
             out = {k: v * 0.0 if torch.is_tensor(v) else v for k, v in out.items()}
         self.progress.audio_seconds += audio
-        window["loss"] += out["loss"].item()
-        window["rnnt"] += out["rnnt"].item()
-        window["ctc"] += float(out["ctc"].item()) if "ctc" in out else 0.0
-        window["simple"] += float(out["simple"].item()) if "simple" in out else 0.0
-        for k in EXTRA_TERMS:  # distillation terms, each logged on its own
+        # the logged terms are summed where they were computed and read once a window
+        # (``_log_window``): a GPU is not made to wait for the host every step
+        acc = window.setdefault("device", {})
+        for k in ("loss", "rnnt", "ctc", "simple", "zeroed", *EXTRA_TERMS):
             if k in out:
-                window[k] = window.get(k, 0.0) + float(out[k].item())
+                v = out[k].detach().double()
+                acc[k] = acc[k] + v if k in acc else v
+        g = grad.detach().double()
+        acc["grad"] = acc["grad"] + g if "grad" in acc else g
         window["tokens"] += tokens
         window["audio"] += audio
-        zeroed = int(out["zeroed"]) if "zeroed" in out else 0
-        window["zeroed"] += zeroed
         window["utterances"] += len(cuts) if denom else 0
-        if zeroed > ZEROED_WARN * len(cuts) and denom:
-            self.log(f"warning: step {self.progress.step}: {zeroed} of {len(cuts)} utterances "
-                     f"got loss 0 and no gradient (no path through the pruned band, or a loss "
-                     f"of 1e4 or more); more than {ZEROED_WARN:.0%} of a batch means the band is "
-                     f"too narrow (prune_range) or the model has diverged")
-        window["grad"] += float(grad)
         window["steps"] += 1
 
     def _sum_ranks(self, w: dict) -> dict:
@@ -378,8 +379,23 @@ class Trainer:
         return {**w, **{k: (int(v) if isinstance(w[k], int) else float(v))
                         for k, v in zip(keys, t.tolist())}}
 
+    def _read_device_sums(self, w: dict) -> None:
+        """The window's sums kept on the device, read into ``w`` (one host sync a window)."""
+        acc = w.pop("device", None)
+        if not acc:
+            return
+        keys = sorted(acc)
+        for k, v in zip(keys, torch.stack([acc[k].reshape(()) for k in keys]).tolist()):
+            w[k] = int(round(v)) if k == "zeroed" else v
+
     def _log_window(self, w: dict) -> None:
         p = self.progress
+        self._read_device_sums(w)
+        if w["utterances"] and w["zeroed"] > ZEROED_WARN * w["utterances"]:
+            self.log(f"warning: steps {p.step - w['steps'] + 1}-{p.step}: {w['zeroed']} of "
+                     f"{w['utterances']} utterances got loss 0 and no gradient (no path through "
+                     f"the pruned band, or a loss of 1e4 or more); more than {ZEROED_WARN:.0%} "
+                     f"means the band is too narrow (prune_range) or the model has diverged")
         audio_here = w["audio"]
         w_all = self._sum_ranks(w)
         for k in w:  # this rank's window starts again

@@ -226,3 +226,35 @@ def test_bit_exact_resume_tests_pin_the_cpu():
     for path, needle in (("tests/test_train.py", 'device = "cpu"'),
                          ("tests/compress/test_prune_stage.py", '"--device", "cpu"')):
         assert needle in (ROOT / path).read_text(), path
+
+
+def test_a_trainer_on_cuda_syncs_the_host_once_a_logged_window(tiny, tiny_tok, tmp_path):
+    """The logged sums stay on the device, the fused AdamW skips a non-finite step there, the
+    lattice and the band are one kernel each: 4 updates with log_every = 4 make one host sync
+    (reading the window), where the trainer used to make about nine every update."""
+    from engine.config import TrainConfig
+    from engine.data.corpus import load_cuts
+    from engine.models.build import build, preset
+    from engine.train import Trainer
+
+    with FakeCuda() as fc:
+        torch.manual_seed(0)
+        trainer = Trainer(build(preset("tiny", vocab_size=tiny_tok.vocab_size)),
+                          load_cuts(tiny, "train"), tiny_tok,
+                          TrainConfig(max_duration=20.0, device="cuda", log_every=4,
+                                      warmup_steps=2), tmp_path)
+        window = {"loss": 0.0, "rnnt": 0.0, "ctc": 0.0, "simple": 0.0, "tokens": 0,
+                  "audio": 0.0, "time": 0.0, "grad": 0.0, "steps": 0, "zeroed": 0,
+                  "utterances": 0}
+        trainer.model.train()
+        batches = iter(trainer._sampler(0))
+        trainer._step(next(batches), window)  # the first update creates the optimizer's state
+        trainer._log_window(window)
+        fc.reset()
+        for _ in range(4):
+            trainer._step(next(batches), window)
+            trainer.progress.step  # noqa: B018
+        trainer._log_window(window)
+        assert fc.host_syncs == 1, (dict(fc.syncs), fc.sync_sites)
+    rows = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 2 and '"loss"' in rows[-1]

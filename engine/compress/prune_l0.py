@@ -134,7 +134,7 @@ class L0Pruner(nn.Module):
         self.register_buffer("lambda1", torch.zeros(()))
         self.register_buffer("lambda2", torch.zeros(()))
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
-        self._gap = 0.0
+        self._gap: Tensor | float = 0.0
         self._z: dict[str, Tensor] = {}
         self._last: dict[str, float] = {}
         self._hooks = self._install(student)
@@ -300,8 +300,9 @@ class L0Pruner(nn.Module):
         lag = self.lambda1 * gap + (self.lambda2 + self.cfg.penalty) * gap * gap
         # the trainer divides the loss by the batch size; the Lagrangian is per batch
         out["loss"] = out["loss"] + lag * x.shape[0]
-        self._gap = float(gap.detach())
-        self._last = {"expected_sparsity": float(s.detach()), "lagrangian": float(lag.detach())}
+        # kept as tensors: read when logged, not every step (a GPU would wait for the host)
+        self._gap = gap.detach()
+        self._last = {"expected_sparsity": s.detach(), "lagrangian": lag.detach()}
         return out
 
     def train(self, mode: bool = True):
@@ -315,7 +316,7 @@ class L0Pruner(nn.Module):
     def after_step(self, step: int) -> None:
         """Dual ascent on the multipliers: d L / d lambda1 = s - t, d L / d lambda2 = (s - t)^2."""
         self.step.fill_(step)
-        if self.training:
+        if self.training and torch.is_tensor(self._gap):
             self.lambda1.add_(self.cfg.lambda_lr * self._gap)
             self.lambda2.add_(self.cfg.lambda_lr * self._gap ** 2)
 
@@ -324,7 +325,8 @@ class L0Pruner(nn.Module):
                 "expected_sparsity": round(float(self.expected_sparsity().detach()), 4),
                 "sparsity": round(self.reached_sparsity(), 4),
                 "lambda1": round(float(self.lambda1), 4), "lambda2": round(float(self.lambda2), 4),
-                **({"lagrangian": round(self._last["lagrangian"], 5)} if self._last else {})}
+                **({"lagrangian": round(float(self._last["lagrangian"]), 5)} if self._last
+                   else {})}
 
     @torch.no_grad()
     def mask_records(self) -> list[dict]:

@@ -97,6 +97,7 @@ class MagnitudePruner(nn.Module):
         for i, (_, w) in enumerate(prunable(self.student, cfg.layers, cfg.parts)):
             self.register_buffer(f"mask_{i}", torch.ones_like(w, dtype=torch.bool))
         self.register_buffer("level", torch.zeros(()))  # the sparsity the masks were made for
+        self._level: float | None = None  # its value on the host (no read-back every step)
 
     @property
     def student(self):
@@ -123,11 +124,14 @@ class MagnitudePruner(nn.Module):
         c = self.cfg
         s = self.target(step)
         due = step >= c.start_step and ((step - c.start_step) % c.every == 0 or step >= c.end_step)
-        if due and abs(s - float(self.level)) > 1e-9:
+        if self._level is None:  # the buffer (a checkpoint's) read once, then kept here too
+            self._level = float(self.level)
+        if due and abs(s - self._level) > 1e-9:
             new = magnitude_masks(self.weights(), s, c.scope)
             for m, n in zip(self.masks(), new):
                 m.copy_(m & n)  # a pruned weight never comes back
             self.level.fill_(s)
+            self._level = s
         self.apply_masks()
 
     @torch.no_grad()
