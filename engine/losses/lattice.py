@@ -197,20 +197,25 @@ def _fix_interpreter_index(interpreter) -> None:
     interpreter._asrlab_index_fixed = True
 
 
-def triton_kernel(interpret: bool = False):
-    """The Triton kernel, compiled for the GPU or (``interpret``) run by Triton's interpreter
-    on CPU tensors (the tests)."""
-    if interpret not in _triton_kernels:
+def _compiled(cache: dict, source, interpret: bool):
+    """A Triton kernel from ``source()``, compiled for the GPU or (``interpret``) run by
+    Triton's interpreter on CPU tensors (the tests), made once."""
+    if interpret not in cache:
         if interpret:
             from triton.runtime import interpreter
 
             _fix_interpreter_index(interpreter)
-            _triton_kernels[interpret] = interpreter.InterpretedFunction(_triton_source())
+            cache[interpret] = interpreter.InterpretedFunction(source())
         else:
             from triton.runtime.jit import JITFunction
 
-            _triton_kernels[interpret] = JITFunction(_triton_source())
-    return _triton_kernels[interpret]
+            cache[interpret] = JITFunction(source())
+    return cache[interpret]
+
+
+def triton_kernel(interpret: bool = False):
+    """The lattice's Triton kernel (``_compiled``)."""
+    return _compiled(_triton_kernels, _triton_source, interpret)
 
 
 def lattice_triton(emit: Tensor, blank: Tensor, tlen: Tensor, ulen: Tensor,
@@ -328,20 +333,11 @@ _band_kernels: dict[bool, object] = {}
 
 def band_triton(start: Tensor, tlen: Tensor, hi: Tensor, s: int, interpret: bool = False
                 ) -> Tensor:
-    if interpret not in _band_kernels:
-        if interpret:
-            from triton.runtime import interpreter
-
-            _fix_interpreter_index(interpreter)
-            _band_kernels[interpret] = interpreter.InterpretedFunction(_band_source())
-        else:
-            from triton.runtime.jit import JITFunction
-
-            _band_kernels[interpret] = JITFunction(_band_source())
+    kernel = _compiled(_band_kernels, _band_source, interpret)
     n_b, t_max = start.shape
     out = torch.empty(n_b, t_max, dtype=torch.int64, device=start.device)
     block = 16
-    _band_kernels[interpret][((n_b + block - 1) // block,)](
+    kernel[((n_b + block - 1) // block,)](
         start.to(torch.int64).contiguous(), tlen.to(torch.int64).contiguous(),
         hi.to(torch.int64).contiguous(), out, t_max, s, n_b, BLOCK_B=block)
     return out
