@@ -159,8 +159,15 @@ class Trainer:
 
             # parameters start equal (rank 0's are broadcast); gradients are averaged
             ids = [self.device.index] if self.device.type == "cuda" else None
+            # a plain transducer uses every parameter it has (its CTC and simple heads exist
+            # only when their losses do): no search of the graph for unused ones after each
+            # backward. A wrapper (distiller, pruner, LAS trainer) or a model carrying a LAS it
+            # does not train may leave some unused. Buffers (masks, multipliers, statistics) are
+            # computed alike on every rank from the same weights: not broadcast every forward.
+            plain = model is self.student and getattr(model, "las", None) is None
             self.forward = DistributedDataParallel(model, device_ids=ids,
-                                                   find_unused_parameters=True)
+                                                   find_unused_parameters=not plain,
+                                                   broadcast_buffers=False)
             # each rank's own augmentation draws (a single process draws for the whole batch)
             self.specaug_gen.manual_seed(seed + 1000 * self.rank)
 
