@@ -270,7 +270,6 @@ def _trainer_steps(corpus: Path, device: str, counting) -> tuple[int, int, float
 
 
 def check(corpus: str | None) -> None:
-    import os
     import tempfile
 
     import torch

@@ -349,7 +349,3 @@ def _lab_frame() -> str:
             return f"{rel}:{fr.lineno}"
     return "?"
 
-
-def on_device(t: torch.Tensor) -> str:
-    """The device a tensor says it is on (``cuda:0`` for a fake one)."""
-    return str(t.device)

@@ -70,8 +70,6 @@ def lattice(emit: Tensor, blank: Tensor, logit_lengths: Tensor, target_lengths: 
             zeroed: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """(loss per utterance (B,), the occupation probability of every node (B, T, U+1),
     detached): one kernel gives both; an impossible utterance's loss is zeroed (``zeroed``)."""
-    from engine.losses import lattice as kernels  # noqa: F401  (registers asrlab::rnnt_lattice)
-
     if using_reference():
         loss = reference_from_logprobs(emit, blank, logit_lengths, target_lengths, zeroed)
         e = emit.detach().double().requires_grad_()
@@ -80,8 +78,9 @@ def lattice(emit: Tensor, blank: Tensor, logit_lengths: Tensor, target_lengths: 
             ge, gb = torch.autograd.grad(
                 reference_from_logprobs(e, bl, logit_lengths, target_lengths).sum(), (e, bl))
         return loss, -(ge + gb)
-    raw, ge, gb = torch.ops.asrlab.rnnt_lattice(emit.float(), blank.float(), logit_lengths,
-                                                target_lengths)
+    from engine.losses.lattice import rnnt_lattice  # the custom op asrlab::rnnt_lattice
+
+    raw, ge, gb = rnnt_lattice(emit.float(), blank.float(), logit_lengths, target_lengths)
     loss, impossible = zero_impossible(raw)
     if zeroed is not None:
         zeroed |= impossible
